@@ -1,0 +1,14 @@
+import pyarrow as pa
+
+
+def preview(table: pa.Table, columns: list[str], rows: int = 5, width: int = 80) -> str:
+    """A small markdown table of the first rows, cells cut to `width` characters."""
+    head = table.select(columns).slice(0, rows).to_pylist()
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in head:
+        cells = []
+        for name in columns:
+            text = str(row[name]).replace("\n", " ").replace("|", "\\|")
+            cells.append(text if len(text) <= width else text[: width - 1] + "…")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

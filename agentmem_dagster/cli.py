@@ -1,0 +1,266 @@
+"""`agentmem`: ingest through Dagster, search, stats, and a demo landing zone."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .engine.settings import Settings
+
+RUN_TAG = "agentmem/invocation"
+
+
+def _day(value: str) -> str:
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {value!r}") from None
+
+
+def _print_json(doc) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"agentmem: {message}", file=sys.stderr)
+    return code
+
+
+def ingest_job():
+    """The job, reconstructable by the run's step processes."""
+    from .definitions import defs
+
+    return defs.resolve_job_def("ingest_memories")
+
+
+def _ensure_dagster_home(settings: Settings) -> Path:
+    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dagster dev`."""
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").absolute()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _days_to_ingest(args, settings: Settings) -> list[str]:
+    from .assets.partitions import daily_partitions
+    from .engine.records import landing_days
+
+    valid = daily_partitions.get_partition_keys()
+    if args.all:
+        wanted = set(valid)
+        days = [d for d in landing_days(settings.landing) if d in wanted]
+        if not days:
+            raise ValueError(f"no landing folders under {settings.landing} (try `agentmem demo`)")
+        return days
+    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
+    if start > end:
+        raise ValueError(f"--from {start} is after --to {end}")
+    days = [d for d in valid if start <= d <= end]
+    if not days or days[0] != start or days[-1] != end:
+        raise ValueError(
+            f"days {start}..{end} are outside the partitions {valid[0]}..{valid[-1]} "
+            "(AGENTMEM_PARTITIONS_START sets the first)"
+        )
+    return days
+
+
+def _progress(instance, invocation: str, done: threading.Event, quiet: bool) -> None:
+    """A progress bar on stderr: the run's steps as they finish."""
+    from dagster import DagsterEventType, RunsFilter
+    from tqdm import tqdm
+
+    bar = tqdm(unit="step", desc="ingest", file=sys.stderr, disable=quiet)
+    seen = 0
+    while not done.wait(0.5):
+        runs = instance.get_runs(filters=RunsFilter(tags={RUN_TAG: invocation}), limit=1)
+        if not runs:
+            continue
+        records = instance.get_records_for_run(
+            runs[0].run_id, of_type={DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+        ).records
+        for record in records[seen:]:
+            bar.set_postfix_str(record.event_log_entry.step_key or "")
+            bar.update(1)
+        seen = len(records)
+    bar.close()
+
+
+def cmd_ingest(args) -> int:
+    settings = Settings.from_env()
+    try:
+        days = _days_to_ingest(args, settings)
+    except ValueError as exc:
+        return _fail(str(exc))
+    _ensure_dagster_home(settings)
+    import dagster as dg
+
+    from .engine.memory import MemoryEngine
+
+    tags = {RUN_TAG: uuid.uuid4().hex}
+    if len(days) == 1:
+        tags["dagster/partition"] = days[0]
+    else:
+        tags["dagster/asset_partition_range_start"] = days[0]
+        tags["dagster/asset_partition_range_end"] = days[-1]
+    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        done = threading.Event()
+        watcher = threading.Thread(target=_progress, args=(instance, tags[RUN_TAG], done, args.json), daemon=True)
+        watcher.start()
+        try:
+            result = dg.execute_job(
+                dg.reconstructable(ingest_job), instance=instance, tags=tags, run_config=run_config,
+                raise_on_error=False,
+            )
+        finally:
+            done.set()
+            watcher.join()
+    seconds = time.perf_counter() - started
+    engine = MemoryEngine(settings)
+    try:
+        stats = engine.stats(days)
+    finally:
+        engine.close()
+    doc = {
+        "run_id": result.run_id,
+        "status": "SUCCESS" if result.success else "FAILURE",
+        "partitions": days,
+        "memories": stats["memories"],
+        "quarantined": stats["quarantined"],
+        "chunks": stats["chunks"],
+        "lancedb_rows": stats["lancedb_rows"],
+        "libsql_rows": stats["libsql_rows"],
+        "consistent": stats["consistent"],
+        "seconds": round(seconds, 3),
+        "memories_per_s": round(stats["memories"] / seconds, 1) if seconds else 0.0,
+    }
+    if args.json:
+        _print_json(doc)
+    else:
+        print(
+            f"{doc['status']}: {len(days)} day(s), {doc['memories']} memories, {doc['chunks']} chunks, "
+            f"{doc['quarantined']} quarantined in {doc['seconds']}s ({doc['memories_per_s']} memories/s); "
+            f"run {doc['run_id']}"
+        )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = event.step_failure_data.error
+                print(f"agentmem: step {event.step_key} failed: {error.message.strip() if error else ''}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
+def cmd_search(args) -> int:
+    from .engine.memory import MemoryEngine
+    from .engine.search import search
+
+    engine = MemoryEngine.from_env()
+    try:
+        result = search(
+            engine.embedder, engine.lance, engine.libsql, args.query,
+            user_id=args.user, agent_id=args.agent, session_id=args.session, k=args.k,
+        )
+    except ValueError as exc:
+        return _fail(str(exc))
+    finally:
+        engine.close()
+    if args.json:
+        _print_json([hit.to_json() for hit in result.hits])
+        return 0
+    if not result.hits:
+        print("no memories found")
+    for rank, hit in enumerate(result.hits, 1):
+        text = hit.content if len(hit.content) <= 200 else hit.content[:199] + "…"
+        print(f"{rank:>2}. {hit.score:.3f}  {hit.created_at}  [{hit.session_id or '-'}] {text}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from .engine.memory import MemoryEngine
+
+    engine = MemoryEngine.from_env()
+    try:
+        stats = engine.stats()
+    finally:
+        engine.close()
+    if args.json:
+        _print_json(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key:>13}: {value}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .engine.demo import write_demo_landing
+
+    landing = Settings.from_env().landing
+    summary = write_demo_landing(
+        landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
+    )
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"wrote {summary['memories']} memories and {summary['bad_lines']} bad lines in "
+            f"{summary['files']} files over {len(summary['days'])} days to {summary['landing']}\n"
+            f"next: agentmem ingest --all"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentmem", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ingest = sub.add_parser("ingest", help="materialize the pipeline for some days, as one Dagster run")
+    which = ingest.add_mutually_exclusive_group(required=True)
+    which.add_argument("--partition", type=_day, help="one day, YYYY-MM-DD")
+    which.add_argument("--from", dest="start", type=_day, help="first day of a range (with --to)")
+    which.add_argument("--all", action="store_true", help="every day that has a landing folder")
+    ingest.add_argument("--to", dest="end", type=_day, help="last day of a range")
+    ingest.add_argument("--json", action="store_true")
+    ingest.add_argument("--log-level", default="WARNING", help="Dagster log level on stderr (default WARNING)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    search = sub.add_parser("search", help="search one user's memories")
+    search.add_argument("query")
+    search.add_argument("--user", required=True)
+    search.add_argument("--agent")
+    search.add_argument("--session")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    stats = sub.add_parser("stats", help="totals over all days, and whether both stores agree")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_stats)
+
+    demo = sub.add_parser("demo", help="write a sample landing zone to ingest")
+    demo.add_argument("--start", type=_day, default="2024-06-01")
+    demo.add_argument("--days", type=int, default=14)
+    demo.add_argument("--memories", type=int, default=400)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "ingest" and args.start and not args.end:
+        parser.error("--from needs --to")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The one Definitions object of the code location."""
+
+import os
+
+import dagster as dg
+
+from .assets import ASSETS, CHECKS
+from .automation import daily_ingest_schedule, ingest_job, landing_sensor
+from .engine.settings import Settings
+from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, StagingIOManager
+
+
+def _env(name: str, default: str | None):
+    """The variable as a dg.EnvVar when set (so the UI shows where a value comes from), else
+    the contract's default."""
+    return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def build_resources(settings: Settings | None = None) -> dict:
+    settings = settings or Settings.from_env()
+    return {
+        "landing": LandingZone(path=_env("AGENTMEM_LANDING", str(settings.landing))),
+        "embedder": EmbedderResource(
+            model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
+            model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
+        ),
+        "lancedb": LanceDBResource(uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri)),
+        "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
+        "io_manager": StagingIOManager(base_dir=str(settings.staging)),
+    }
+
+
+# Each step runs in its own process; a forkserver that has already imported the code location
+# starts them in a fraction of a second instead of re-importing Dagster for every step.
+executor = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {"preload_modules": ["agentmem_dagster.definitions", "lancedb", "fastembed"]}}},
+    name="multiprocess_forkserver",
+)
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[ingest_job],
+    schedules=[daily_ingest_schedule],
+    sensors=[landing_sensor],
+    resources=build_resources(),
+    executor=executor,
+)

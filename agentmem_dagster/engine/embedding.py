@@ -1,0 +1,95 @@
+"""fastembed wrapper: one model per process, length-sorted batches."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Sequence
+
+import numpy as np
+
+# The window the sentence-transformers model was trained for; fastembed would silently
+# truncate at 512, so chunking keeps every chunk inside this many tokens (specials included).
+DEFAULT_MAX_TOKENS = 256
+
+_MODELS: dict[tuple, object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(model_name: str, model_path: str | None = None, threads: int | None = None):
+    """Load (once per process) a fastembed TextEmbedding, from a local directory when given."""
+    key = (model_name, model_path, threads)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from fastembed import TextEmbedding  # heavy import: only where a model is needed
+
+            if model_path and not os.path.isdir(model_path):
+                raise FileNotFoundError(
+                    f"embedding model directory {model_path!r} does not exist "
+                    "(set AGENTMEM_EMBED_MODEL_PATH to a fastembed model directory, or unset it)"
+                )
+            kwargs = {"specific_model_path": model_path} if model_path else {}
+            _MODELS[key] = TextEmbedding(model_name, threads=threads, **kwargs)
+        return _MODELS[key]
+
+
+class Embedder:
+    """Embeds texts in batches sorted by length, so each batch pads to a similar length."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_path: str | None = None,
+        *,
+        batch_size: int = 32,
+        threads: int | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+    ):
+        self.model_name = model_name
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.threads = threads
+        self.max_tokens = max_tokens
+        self._tokenizer = None
+
+    @property
+    def model(self):
+        return load_model(self.model_name, self.model_path, self.threads)
+
+    @property
+    def tokenizer(self):
+        """The model's own tokenizer, without truncation or padding (for counting and chunking)."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_str(self.model.model.tokenizer.to_str())
+            tok.no_truncation()
+            tok.no_padding()
+            self._tokenizer = tok
+        return self._tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self.embed(["dimension probe"]).shape[1])
+
+    def embed(
+        self, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """Vectors for `texts` in their order, as a float32 (n, dim) array."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: np.ndarray | None = None
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = np.asarray(
+                list(self.model.embed([texts[i] for i in idx], batch_size=len(idx))),
+                dtype=np.float32,
+            )
+            if out is None:
+                out = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+            out[idx] = batch
+            if progress:
+                progress(len(idx))
+        return out

@@ -1,0 +1,226 @@
+"""LibSQL side, the system of record: memories, chunks and quarantine; a pool of connections."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS memories (
+    memory_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    agent_id TEXT,
+    session_id TEXT,
+    role TEXT,
+    content TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    day TEXT NOT NULL,
+    source_file TEXT,
+    source_line INTEGER
+);
+CREATE INDEX IF NOT EXISTS memories_day ON memories(day);
+CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, created_at_us);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    memory_id TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    day TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_day ON chunks(day);
+CREATE INDEX IF NOT EXISTS chunks_memory ON chunks(memory_id);
+CREATE TABLE IF NOT EXISTS quarantine (
+    day TEXT NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    raw TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (day, file, line)
+);
+"""
+
+MEMORY_COLUMNS = [
+    "memory_id", "user_id", "agent_id", "session_id", "role", "content", "created_at",
+    "created_at_us", "metadata", "content_hash", "day", "source_file", "source_line",
+]
+CHUNK_COLUMNS = ["chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day"]
+BUSY_TIMEOUT_MS = 30_000
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
+    data = [table.column(c).to_pylist() for c in columns]
+    return list(zip(*data))
+
+
+def connect(url: str, auth_token: str | None = None):
+    """One LibSQL connection in autocommit mode, WAL and a busy timeout set."""
+    import libsql
+
+    remote = url.startswith(("libsql://", "http://", "https://", "ws://", "wss://"))
+    if remote:
+        conn = libsql.connect(url, auth_token=auth_token or "", isolation_level=None)
+    else:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        conn = libsql.connect(url, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class LibsqlPool:
+    """A fixed number of connections, opened on demand and handed out one caller at a time."""
+
+    def __init__(self, url: str, size: int = 4, auth_token: str | None = None):
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self.url = url
+        self.size = size
+        self.auth_token = auth_token
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._opened = 0
+        self._lock = threading.Lock()
+        self._all: list = []
+
+    @contextmanager
+    def connection(self) -> Iterator:
+        conn = self._acquire()
+        try:
+            yield conn
+        finally:
+            self._idle.put(conn)
+
+    def _acquire(self):
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._opened < self.size:
+                self._opened += 1
+                conn = connect(self.url, self.auth_token)
+                self._all.append(conn)
+                return conn
+        return self._idle.get()
+
+    def close(self) -> None:
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._opened = 0
+        self._idle = queue.LifoQueue()
+
+
+@contextmanager
+def transaction(conn) -> Iterator:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class LibsqlStore:
+    def __init__(self, pool: LibsqlPool):
+        self.pool = pool
+        with pool.connection() as conn:
+            conn.executescript(SCHEMA)
+
+    def replace_days(self, days: Sequence[str], memories: pa.Table, chunks: pa.Table) -> int:
+        """Make the memories and chunks of `days` exactly these, in one transaction."""
+        day_params = list(days)
+        marks = _placeholders(len(day_params))
+        with self.pool.connection() as conn, transaction(conn):
+            conn.execute(f"DELETE FROM chunks WHERE day IN ({marks})", day_params)
+            conn.execute(f"DELETE FROM memories WHERE day IN ({marks})", day_params)
+            if memories.num_rows:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO memories ({', '.join(MEMORY_COLUMNS)}) "
+                    f"VALUES ({_placeholders(len(MEMORY_COLUMNS))})",
+                    _rows(memories, MEMORY_COLUMNS),
+                )
+            if chunks.num_rows:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO chunks ({', '.join(CHUNK_COLUMNS)}) "
+                    f"VALUES ({_placeholders(len(CHUNK_COLUMNS))})",
+                    _rows(chunks, CHUNK_COLUMNS),
+                )
+        return chunks.num_rows
+
+    def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:
+        """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""
+        day_params = list(days)
+        with self.pool.connection() as conn, transaction(conn):
+            conn.execute(f"DELETE FROM quarantine WHERE day IN ({_placeholders(len(day_params))})", day_params)
+            if records:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO quarantine (day, file, line, raw, reason) VALUES (?, ?, ?, ?, ?)",
+                    [(r.day, r.file, r.line, r.raw, r.reason) for r in records],
+                )
+        return len(records)
+
+    def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
+        with self.pool.connection() as conn:
+            if days is None:
+                rows = conn.execute("SELECT chunk_id FROM chunks").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT chunk_id FROM chunks WHERE day IN ({_placeholders(len(days))})", list(days)
+                ).fetchall()
+        return [r[0] for r in rows]
+
+    def memories_by_id(self, memory_ids: Sequence[str]) -> dict[str, dict]:
+        """Full memory rows keyed by id; ids LibSQL does not hold are absent."""
+        if not memory_ids:
+            return {}
+        ids = list(dict.fromkeys(memory_ids))
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({_placeholders(len(ids))})",
+                ids,
+            ).fetchall()
+        out = {}
+        for row in rows:
+            record = dict(zip(MEMORY_COLUMNS, row))
+            record["metadata"] = json.loads(record["metadata"])
+            out[record["memory_id"]] = record
+        return out
+
+    def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:
+        sql = "SELECT day, file, line, raw, reason FROM quarantine"
+        params: list = []
+        if days is not None:
+            sql += f" WHERE day IN ({_placeholders(len(days))})"
+            params = list(days)
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql + " ORDER BY day, file, line", params).fetchall()
+        return [dict(zip(["day", "file", "line", "raw", "reason"], r)) for r in rows]
+
+    def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
+        where, params = "", []
+        if days is not None:
+            where, params = f" WHERE day IN ({_placeholders(len(days))})", list(days)
+        with self.pool.connection() as conn:
+            return {
+                table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+                for table in ("memories", "chunks", "quarantine")
+            }

@@ -1,0 +1,9 @@
+"""Dagster resources: each owns a model or a connection pool, opened in the process that uses it."""
+
+from .embedder import EmbedderResource
+from .landing import LandingZone
+from .lancedb import LanceDBResource
+from .libsql import LibSQLResource
+from .staging import StagingIOManager
+
+__all__ = ["EmbedderResource", "LandingZone", "LanceDBResource", "LibSQLResource", "StagingIOManager"]
