@@ -12,7 +12,6 @@ from .resources import LandingZone
 ingest_job = dg.define_asset_job(
     "ingest_memories",
     selection=dg.AssetSelection.groups("memories"),
-    partitions_def=daily_partitions,
     description="Landing files of the selected day(s) -> validated, chunked, embedded -> LanceDB and LibSQL.",
 )
 

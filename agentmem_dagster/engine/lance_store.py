@@ -53,7 +53,7 @@ class LanceStore:
     def table(self, dim: int | None = None):
         """The chunk table; created on first write (needs `dim`), None if absent on read."""
         if self._table is None:
-            if self.table_name in self.db.table_names():
+            if self.table_name in self.db.list_tables().tables:
                 self._table = self.db.open_table(self.table_name)
             elif dim is not None:
                 self._table = self.db.create_table(

@@ -1,0 +1,73 @@
+"""Fixtures: real fastembed models from a local directory, real stores on temporary dirs.
+
+Tests read the models from AGENTMEM_TEST_MODELS, a directory holding `minilm-static-256/`
+(used by most tests) and `all-MiniLM-L6-v2/` (where the transformer path is under test);
+.ci/run points it at ../shared/models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+STATIC_MODEL = "minishlab/potion-base-8M"
+ONNX_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _models_dir() -> Path:
+    value = os.environ.get("AGENTMEM_TEST_MODELS")
+    if not value:
+        raise pytest.UsageError(
+            "set AGENTMEM_TEST_MODELS to a directory with the offline models "
+            "(minilm-static-256/ and all-MiniLM-L6-v2/), e.g. ../shared/models"
+        )
+    return Path(value).absolute()
+
+
+@pytest.fixture(scope="session")
+def static_model() -> tuple[str, str]:
+    return STATIC_MODEL, str(_models_dir() / "minilm-static-256")
+
+
+@pytest.fixture(scope="session")
+def onnx_model() -> tuple[str, str]:
+    return ONNX_MODEL, str(_models_dir() / "all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+def agentmem_home(tmp_path, monkeypatch, static_model):
+    """An empty embedded default under tmp_path, configured through the environment contract."""
+    home = tmp_path / "agentmem"
+    for name in list(os.environ):
+        if name.startswith("AGENTMEM_") and name != "AGENTMEM_TEST_MODELS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTMEM_HOME", str(home))
+    monkeypatch.setenv("AGENTMEM_EMBED_MODEL", static_model[0])
+    monkeypatch.setenv("AGENTMEM_EMBED_MODEL_PATH", static_model[1])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    return home
+
+
+def write_landing(landing: Path, day: str, records: list, name: str = "memories.jsonl") -> Path:
+    """Write records (dicts, or raw strings for bad lines) as one landing file of `day`."""
+    folder = landing / day
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
+    return path
+
+
+def memory(memory_id: str, user_id: str, content: str, day: str, **extra) -> dict:
+    return {
+        "memory_id": memory_id,
+        "user_id": user_id,
+        "content": content,
+        "created_at": f"{day}T12:00:00Z",
+        **extra,
+    }
