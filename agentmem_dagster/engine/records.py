@@ -51,8 +51,8 @@ RAW_CAP_BYTES = 64 * 1024
 LANDING_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 _BOM = b"\xef\xbb\xbf"
-# readline() limit: one more than MAX_LINE_BYTES + "\r\n" means a chunk that hits the
-# limit without a newline is certainly an over-long line.
+# readline() limit with room for "\r\n": a chunk that fills it without ending in a
+# newline is certainly an over-long line.
 _READ_LIMIT = MAX_LINE_BYTES + 2
 _DRAIN_CHUNK = 1024 * 1024
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -74,6 +74,8 @@ _JSON_TYPE_NAMES = {
 
 
 class Reason(StrEnum):
+    """Quarantine reason codes (the part of ``QuarantineRecord.reason`` before ":")."""
+
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
@@ -114,8 +116,8 @@ class _Bad(Exception):
     """Internal: a line failed validation."""
 
     def __init__(self, code: Reason, detail: str):
-        super().__init__(f"{code}: {detail}")
         self.reason = f"{code}: {detail}"
+        super().__init__(self.reason)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,77 @@
+"""`agentmem` end to end in real processes: demo data, ingest through Dagster, search, stats."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from .conftest import memory, write_landing
+
+AGENTMEM = str(Path(sys.executable).parent / "agentmem")
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([AGENTMEM, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"agentmem {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_demo_ingest_range_search_and_stats(agentmem_home):
+    demo = json.loads(run("demo", "--days", "3", "--memories", "120", "--json").stdout)
+    assert len(demo["days"]) == 3
+
+    out = json.loads(run("ingest", "--from", demo["days"][0], "--to", demo["days"][-1], "--json").stdout)
+    assert out["status"] == "SUCCESS"
+    assert out["partitions"] == demo["days"]
+    assert out["memories"] == demo["memories"]
+    assert out["quarantined"] == demo["bad_lines"]
+    assert out["chunks"] == out["lancedb_rows"] == out["libsql_rows"] > out["memories"]
+    assert out["memories_per_s"] > 0
+    with dg.DagsterInstance.get() as instance:  # the run is recorded where `dagster dev` looks
+        run_record = instance.get_run_by_id(out["run_id"])
+        assert run_record.is_success
+        assert run_record.tags["dagster/asset_partition_range_end"] == demo["days"][-1]
+        assert len(instance.get_runs()) == 1  # a range is one run
+
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["consistent"] is True
+    assert (stats["memories"], stats["chunks"], stats["lancedb_rows"]) == (
+        out["memories"], out["chunks"], out["lancedb_rows"],
+    )
+
+    hits = json.loads(run("search", "food allergy", "--user", "o'brien", "-k", "5", "--json").stdout)
+    assert 0 < len(hits) <= 5
+    assert {hit["user_id"] for hit in hits} == {"o'brien"}
+    assert len({hit["memory_id"] for hit in hits}) == len(hits)
+    for key in ("memory_id", "chunk_id", "session_id", "content", "created_at", "metadata", "score"):
+        assert all(key in hit for hit in hits)
+    assert all(hit["content"] and isinstance(hit["metadata"], dict) for hit in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+    assert json.loads(run("search", "anything", "--user", "nobody", "--json").stdout) == []
+
+
+def test_ingest_one_day_and_search_scope(agentmem_home):
+    day = "2024-07-01"
+    landing = agentmem_home / "landing"
+    write_landing(landing, day, [
+        memory("a1", "u_ann", "Ann's cat is called Miso and loves tuna", day, session_id="s-ann", metadata={"k": 1}),
+        memory("b1", "u_ben", "Ben's cat is called Pixel and loves tuna", day, session_id="s-ben"),
+        "not json at all",
+    ])
+    out = json.loads(run("ingest", "--partition", day, "--json").stdout)
+    assert (out["status"], out["memories"], out["chunks"], out["quarantined"]) == ("SUCCESS", 2, 2, 1)
+
+    hits = json.loads(run("search", "cat tuna", "--user", "u_ann", "--json").stdout)
+    assert [(h["memory_id"], h["session_id"], h["metadata"]) for h in hits] == [("a1", "s-ann", {"k": 1})]
+    assert hits[0]["content"] == "Ann's cat is called Miso and loves tuna"
+
+
+def test_ingest_refuses_days_outside_the_partitions(agentmem_home):
+    proc = run("ingest", "--partition", "1999-01-01", "--json", check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "AGENTMEM_PARTITIONS_START" in proc.stderr
