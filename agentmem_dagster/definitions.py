@@ -31,9 +31,10 @@ def build_resources(settings: Settings | None = None) -> dict:
 
 
 # Each step runs in its own process; a forkserver that has already imported the code location
-# starts them in a fraction of a second instead of re-importing Dagster for every step.
+# and fastembed starts them in a fraction of a second instead of re-importing Dagster for every
+# step. LanceDB is left out: its async runtime is not fork-safe, so each step imports it itself.
 executor = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["agentmem_dagster.definitions", "lancedb", "fastembed"]}}},
+    {"start_method": {"forkserver": {"preload_modules": ["agentmem_dagster.definitions", "fastembed"]}}},
     name="multiprocess_forkserver",
 )
 

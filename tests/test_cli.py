@@ -36,6 +36,12 @@ def test_demo_ingest_range_search_and_stats(agentmem_home):
         assert run_record.is_success
         assert run_record.tags["dagster/asset_partition_range_end"] == demo["days"][-1]
         assert len(instance.get_runs()) == 1  # a range is one run
+        checks = instance.get_records_for_run(
+            out["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in checks]
+        assert {e.check_name for e in evaluations} == {"stores_consistent", "vectors_sane"}
+        assert all(e.passed for e in evaluations)
 
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["consistent"] is True

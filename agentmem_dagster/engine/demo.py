@@ -13,7 +13,6 @@ Record format (one JSON object per line in the landing files)::
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import datetime as dt
 import gzip
@@ -1035,23 +1034,3 @@ def write_demo_landing(
         "files": len(keys),
     }
 
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m agentmem_dagster.engine.demo LANDING [--memories N] ...``."""
-    parser = argparse.ArgumentParser(description="Write demo agent memories to a landing folder.")
-    parser.add_argument("landing")
-    parser.add_argument("--memories", type=int, default=400)
-    parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--bad-lines", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=None)
-    args = parser.parse_args(argv)
-    result = write_demo_landing(
-        args.landing, start=args.start, days=args.days, memories=args.memories,
-        bad_lines=args.bad_lines, seed=args.seed,
-    )
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
