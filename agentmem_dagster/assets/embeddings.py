@@ -4,10 +4,12 @@ length-sorted batches, and gathers the vectors back into one table."""
 import time
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 
 from ..engine.chunking import with_vectors
-from ..resources import EmbedderResource
+from ..engine.embedding import EmbeddingCache, embed_cached
+from ..resources import EmbedderResource, LibSQLResource
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -25,8 +27,11 @@ def shard_chunks(context: dg.OpExecutionContext, config: ShardConfig, chunks: pa
         )
 
 
-@dg.op(description="Embed one shard with fastembed, in batches sorted by text length.")
-def embed_shard(context: dg.OpExecutionContext, embedder: EmbedderResource, shard: pa.Table) -> pa.Table:
+@dg.op(description="Embed one shard with fastembed, in batches sorted by text length; text "
+       "embedded before by the same model comes from the LibSQL embedding cache.")
+def embed_shard(
+    context: dg.OpExecutionContext, embedder: EmbedderResource, libsql: LibSQLResource, shard: pa.Table
+) -> pa.Table:
     started = time.perf_counter()
     total = shard.num_rows
     done = 0
@@ -39,18 +44,25 @@ def embed_shard(context: dg.OpExecutionContext, embedder: EmbedderResource, shar
             last_report = time.perf_counter()
             context.log.info(f"embedded {done}/{total} chunks")
 
-    vectors = embedder.embedder.embed(shard.column("text").to_pylist(), progress=progress)
-    if total == 0:
-        vectors = vectors.reshape(0, embedder.embedder.dim)
+    if total:
+        cache = EmbeddingCache(libsql.store, embedder.model)
+        vectors, hits = embed_cached(
+            embedder.embedder, shard["text"].to_pylist(), shard["text_hash"].to_pylist(), cache, progress
+        )
+    else:
+        vectors, hits = np.zeros((0, embedder.embedder.dim), dtype=np.float32), 0
     seconds = time.perf_counter() - started
-    context.log.info(f"shard of {total} chunks embedded in {seconds:.2f}s")
-    # The time travels with the table so that gather_shards can report the stage's total.
-    return with_vectors(shard, vectors).replace_schema_metadata({"embed_seconds": str(seconds)})
+    context.log.info(f"shard of {total} chunks embedded in {seconds:.2f}s ({hits} from the cache)")
+    # Time and cache hits travel with the table so that gather_shards can report the stage.
+    return with_vectors(shard, vectors).replace_schema_metadata(
+        {"embed_seconds": str(seconds), "cache_hits": str(hits)}
+    )
 
 
 @dg.op(description="Concatenate the embedded shards and report throughput.")
 def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, shards: list[pa.Table]):
     seconds = sum(float(shard.schema.metadata[b"embed_seconds"]) for shard in shards)
+    hits = sum(int(shard.schema.metadata[b"cache_hits"]) for shard in shards)
     table = pa.concat_tables(shards).replace_schema_metadata(None)
     return dg.Output(
         table,
@@ -59,6 +71,7 @@ def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, sh
             "dim": table.schema.field("vector").type.list_size,
             "model": embedder.model,
             "shards": len(shards),
+            "cache_hits": hits,
             "seconds": round(seconds, 3),
             "chunks_per_s": round(table.num_rows / seconds, 1) if seconds else 0.0,
         },

@@ -1,43 +1,51 @@
 """The store graph: the same embedded chunks written to LanceDB and LibSQL by two ops that
 run concurrently under the multiprocess executor. Each replaces exactly its run's days."""
 
-import time
-
 import dagster as dg
 import pyarrow as pa
 
+from ..engine.ingest import batches_from_embedded
+from ..engine.writer import FanOutWriter, LanceSink, LibsqlSink, Sink
 from ..resources import LanceDBResource, LibSQLResource
 from .partitions import daily_partitions, single_run_backfill
 
 
-def _throughput(context: dg.OpExecutionContext, rows: int, memories: int, started: float) -> dict:
-    seconds = time.perf_counter() - started
-    return {
-        "rows": rows,
-        "memories": memories,
-        "days": len(context.partition_keys),
-        "seconds": round(seconds, 3),
-        "memories_per_s": round(memories / seconds, 1) if seconds else 0.0,
-    }
+def _write(context: dg.OpExecutionContext, sink: Sink, memories: pa.Table, embeddings: pa.Table) -> None:
+    """Stream the run's batches to one store with the engine's writer; the run id stamps the
+    rows, so the days' rows from earlier runs are dropped once every batch is in."""
+    total = embeddings.num_rows
+
+    def on_batch(batch) -> None:
+        context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
+
+    writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning)
+    stats = writer.run(batches_from_embedded(memories, embeddings))
+    context.log.info(f"{sink.name}: {total} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
+    context.add_output_metadata(
+        {
+            "chunks": stats.chunks,
+            "memories": memories.num_rows,
+            "batches": stats.batches,
+            "retries": stats.retries,
+            "days": len(context.partition_keys),
+            "seconds": round(stats.seconds, 3),
+            "memories_per_s": round(memories.num_rows / stats.seconds, 1) if stats.seconds else 0.0,
+        }
+    )
 
 
-@dg.op(out=dg.Out(dg.Nothing), description="Replace the run's days in the LanceDB chunk table.")
-def write_lancedb(context: dg.OpExecutionContext, lancedb: LanceDBResource, embeddings: pa.Table):
-    started = time.perf_counter()
-    rows = lancedb.store.replace_days(context.partition_keys, embeddings)
-    memories = len(set(embeddings.column("memory_id").to_pylist()))
-    context.log.info(f"LanceDB: {rows} chunk rows for {len(context.partition_keys)} day(s)")
-    context.add_output_metadata(_throughput(context, rows, memories, started))
+@dg.op(out=dg.Out(dg.Nothing), description="Write the run's days to the LanceDB chunk table, batch by batch.")
+def write_lancedb(
+    context: dg.OpExecutionContext, lancedb: LanceDBResource, memories: pa.Table, embeddings: pa.Table
+):
+    _write(context, LanceSink(lancedb.store, context.partition_keys, context.run_id), memories, embeddings)
 
 
-@dg.op(out=dg.Out(dg.Nothing), description="Replace the run's days of memories and chunks in LibSQL, in one transaction.")
+@dg.op(out=dg.Out(dg.Nothing), description="Write the run's days of memories and chunks to LibSQL, one transaction per batch.")
 def write_libsql(
     context: dg.OpExecutionContext, libsql: LibSQLResource, memories: pa.Table, embeddings: pa.Table
 ):
-    started = time.perf_counter()
-    rows = libsql.store.replace_days(context.partition_keys, memories, embeddings.drop_columns(["vector"]))
-    context.log.info(f"LibSQL: {memories.num_rows} memories, {rows} chunk rows")
-    context.add_output_metadata(_throughput(context, rows, memories.num_rows, started))
+    _write(context, LibsqlSink(libsql.store, context.partition_keys, context.run_id), memories, embeddings)
 
 
 @dg.graph_multi_asset(
@@ -55,6 +63,6 @@ def write_libsql(
 )
 def memory_stores(raw_memories: pa.Table, memory_embeddings: pa.Table):
     return {
-        "lancedb_memories": write_lancedb(memory_embeddings),
+        "lancedb_memories": write_lancedb(raw_memories, memory_embeddings),
         "libsql_memories": write_libsql(raw_memories, memory_embeddings),
     }

@@ -93,3 +93,47 @@ class Embedder:
             if progress:
                 progress(len(idx))
         return out
+
+
+class EmbeddingCache:
+    """Vectors already computed, keyed by model and text hash (kept in LibSQL), so unchanged
+    text is never embedded twice."""
+
+    def __init__(self, store, model_key: str):
+        self.store = store
+        self.model_key = model_key
+
+    def get(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found = self.store.cached_vectors(self.model_key, hashes)
+        return {h: np.frombuffer(v, dtype=np.float32) for h, v in found.items()}
+
+    def put(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        self.store.cache_vectors(
+            self.model_key, [(h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(hashes, vectors)]
+        )
+
+
+def embed_cached(
+    embedder: Embedder,
+    texts: Sequence[str],
+    hashes: Sequence[str],
+    cache: EmbeddingCache | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Vectors for `texts`, from the cache where present; returns (vectors, cache hits)."""
+    if cache is None or not texts:
+        return embedder.embed(texts, progress), 0
+    known = cache.get(hashes)
+    missing = [i for i, h in enumerate(hashes) if h not in known]
+    fresh = embedder.embed([texts[i] for i in missing], progress) if missing else None
+    dim = fresh.shape[1] if fresh is not None else len(next(iter(known.values())))
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        if h in known:
+            out[i] = known[h]
+    if fresh is not None:
+        out[missing] = fresh
+        cache.put([hashes[i] for i in missing], fresh)
+    if progress and len(known):
+        progress(len(texts) - len(missing))
+    return out, len(texts) - len(missing)

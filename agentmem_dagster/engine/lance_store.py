@@ -13,7 +13,7 @@ from .chunking import CHUNK_SCHEMA
 # Columns kept in LanceDB: what search filters on and shows, besides the vector.
 LANCE_COLUMNS = [
     "chunk_id", "memory_id", "chunk_index", "text", "user_id", "agent_id",
-    "session_id", "role", "created_at", "created_at_us", "day",
+    "session_id", "role", "created_at", "created_at_us", "day", "ingest_id",
 ]
 
 
@@ -31,7 +31,8 @@ def in_list(column: str, values: Iterable[str]) -> str:
 
 
 def lance_schema(dim: int) -> pa.Schema:
-    fields = [CHUNK_SCHEMA.field(name) for name in LANCE_COLUMNS]
+    fields = [CHUNK_SCHEMA.field(name) for name in LANCE_COLUMNS if name != "ingest_id"]
+    fields.insert(LANCE_COLUMNS.index("ingest_id"), pa.field("ingest_id", pa.string()))
     return pa.schema(fields + [pa.field("vector", pa.list_(pa.float32(), dim))])
 
 
@@ -63,19 +64,31 @@ class LanceStore:
             self._table.checkout_latest()
         return self._table
 
-    def replace_days(self, days: Sequence[str], chunks: pa.Table) -> int:
-        """Make the rows of `days` exactly `chunks` in one commit (idempotent, atomic)."""
+    def has_rows(self, days: Sequence[str]) -> bool:
+        table = self.table()
+        return table is not None and table.count_rows(in_list("day", days)) > 0
+
+    def write(self, chunks: pa.Table, ingest_id: str, *, upsert: bool) -> int:
+        """Add a batch of chunks (with `vector`), stamped with `ingest_id`.
+
+        `upsert` merges on chunk_id, for days that may already hold some of these rows;
+        without it rows are appended, which is several times faster.
+        """
         dim = chunks.schema.field("vector").type.list_size
         table = self.table(dim)
-        data = chunks.select(LANCE_COLUMNS + ["vector"]).cast(lance_schema(dim))
-        (
-            table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(in_list("day", days))
-            .execute(data)
-        )
+        data = chunks.append_column("ingest_id", pa.array([ingest_id] * chunks.num_rows, pa.string()))
+        data = data.select(LANCE_COLUMNS + ["vector"]).cast(lance_schema(dim))
+        if upsert:
+            table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        else:
+            table.add(data)
         return data.num_rows
+
+    def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
+        """Drop the rows of `days` that the ingestion `ingest_id` did not write."""
+        table = self.table()
+        if table is not None:
+            table.delete(f"{in_list('day', days)} AND ingest_id != {sql_literal(ingest_id)}")
 
     def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
         table = self.table()

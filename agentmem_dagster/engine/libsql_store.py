@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS memories (
     content_hash TEXT NOT NULL,
     day TEXT NOT NULL,
     source_file TEXT,
-    source_line INTEGER
+    source_line INTEGER,
+    ingest_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memories_day ON memories(day);
 CREATE INDEX IF NOT EXISTS memories_user ON memories(user_id, created_at_us);
@@ -37,10 +38,17 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL,
     text_hash TEXT NOT NULL,
     user_id TEXT NOT NULL,
-    day TEXT NOT NULL
+    day TEXT NOT NULL,
+    ingest_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_day ON chunks(day);
 CREATE INDEX IF NOT EXISTS chunks_memory ON chunks(memory_id);
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (model, text_hash)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     day TEXT NOT NULL,
     file TEXT NOT NULL,
@@ -53,9 +61,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 MEMORY_COLUMNS = [
     "memory_id", "user_id", "agent_id", "session_id", "role", "content", "created_at",
-    "created_at_us", "metadata", "content_hash", "day", "source_file", "source_line",
+    "created_at_us", "metadata", "content_hash", "day", "source_file", "source_line", "ingest_id",
 ]
-CHUNK_COLUMNS = ["chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day"]
+CHUNK_COLUMNS = [
+    "chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day", "ingest_id",
+]
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -63,12 +73,32 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _rows(table: pa.Table, columns: Sequence[str]) -> list[tuple]:
-    data = [table.column(c).to_pylist() for c in columns]
-    return list(zip(*data))
+def _rows(table: pa.Table, columns: Sequence[str], ingest_id: str) -> list[tuple]:
+    """Rows of `columns` from `table`; a trailing `ingest_id` column is filled with the stamp."""
+    data = [table.column(c).to_pylist() for c in columns[:-1]]
+    return list(zip(*data, [ingest_id] * table.num_rows))
 
 
-def connect(url: str, auth_token: str | None = None):
+# SQLite binds at most 32766 parameters per statement.
+MAX_PARAMS = 32766
+
+
+def insert_rows(conn, table: str, columns: Sequence[str], rows: Sequence[tuple], verb: str = "INSERT OR REPLACE") -> None:
+    """Insert with multi-row VALUES statements (fewer round trips than executemany)."""
+    if not rows:
+        return
+    width = len(columns)
+    per_statement = max(1, min(500, MAX_PARAMS // width))
+    head = f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
+    one = "(" + _placeholders(width) + ")"
+    full_sql = head + ", ".join([one] * per_statement)
+    for start in range(0, len(rows), per_statement):
+        part = rows[start : start + per_statement]
+        sql = full_sql if len(part) == per_statement else head + ", ".join([one] * len(part))
+        conn.execute(sql, [value for row in part for value in row])
+
+
+def connect(url: str, auth_token: str | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
     """One LibSQL connection in autocommit mode, WAL and a busy timeout set."""
     import libsql
 
@@ -78,7 +108,7 @@ def connect(url: str, auth_token: str | None = None):
     else:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         conn = libsql.connect(url, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
     return conn
@@ -87,12 +117,13 @@ def connect(url: str, auth_token: str | None = None):
 class LibsqlPool:
     """A fixed number of connections, opened on demand and handed out one caller at a time."""
 
-    def __init__(self, url: str, size: int = 4, auth_token: str | None = None):
+    def __init__(self, url: str, size: int = 4, auth_token: str | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         if size < 1:
             raise ValueError("pool size must be at least 1")
         self.url = url
         self.size = size
         self.auth_token = auth_token
+        self.busy_timeout_ms = busy_timeout_ms
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._opened = 0
         self._lock = threading.Lock()
@@ -114,7 +145,7 @@ class LibsqlPool:
         with self._lock:
             if self._opened < self.size:
                 self._opened += 1
-                conn = connect(self.url, self.auth_token)
+                conn = connect(self.url, self.auth_token, self.busy_timeout_ms)
                 self._all.append(conn)
                 return conn
         return self._idle.get()
@@ -145,26 +176,42 @@ class LibsqlStore:
         with pool.connection() as conn:
             conn.executescript(SCHEMA)
 
-    def replace_days(self, days: Sequence[str], memories: pa.Table, chunks: pa.Table) -> int:
-        """Make the memories and chunks of `days` exactly these, in one transaction."""
-        day_params = list(days)
-        marks = _placeholders(len(day_params))
+    def write(self, memories: pa.Table, chunks: pa.Table, ingest_id: str) -> int:
+        """Upsert a batch of memories and chunks, stamped with `ingest_id`, in one transaction."""
         with self.pool.connection() as conn, transaction(conn):
-            conn.execute(f"DELETE FROM chunks WHERE day IN ({marks})", day_params)
-            conn.execute(f"DELETE FROM memories WHERE day IN ({marks})", day_params)
-            if memories.num_rows:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO memories ({', '.join(MEMORY_COLUMNS)}) "
-                    f"VALUES ({_placeholders(len(MEMORY_COLUMNS))})",
-                    _rows(memories, MEMORY_COLUMNS),
-                )
-            if chunks.num_rows:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO chunks ({', '.join(CHUNK_COLUMNS)}) "
-                    f"VALUES ({_placeholders(len(CHUNK_COLUMNS))})",
-                    _rows(chunks, CHUNK_COLUMNS),
-                )
+            insert_rows(conn, "memories", MEMORY_COLUMNS, _rows(memories, MEMORY_COLUMNS, ingest_id))
+            insert_rows(conn, "chunks", CHUNK_COLUMNS, _rows(chunks, CHUNK_COLUMNS, ingest_id))
         return chunks.num_rows
+
+    def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
+        """Drop the memories and chunks of `days` that the ingestion `ingest_id` did not write."""
+        params = [*days, ingest_id]
+        where = f"day IN ({_placeholders(len(days))}) AND ingest_id != ?"
+        with self.pool.connection() as conn, transaction(conn):
+            conn.execute(f"DELETE FROM chunks WHERE {where}", params)
+            conn.execute(f"DELETE FROM memories WHERE {where}", params)
+
+    def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
+        """Vectors (float32 bytes) already computed by `model` for these text hashes."""
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(hashes))
+        with self.pool.connection() as conn:
+            for start in range(0, len(unique), 900):
+                part = unique[start : start + 900]
+                rows = conn.execute(
+                    f"SELECT text_hash, vector FROM embedding_cache WHERE model = ? "
+                    f"AND text_hash IN ({_placeholders(len(part))})",
+                    [model, *part],
+                ).fetchall()
+                found.update(rows)
+        return found
+
+    def cache_vectors(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
+        with self.pool.connection() as conn, transaction(conn):
+            insert_rows(
+                conn, "embedding_cache", ["model", "text_hash", "vector"],
+                [(model, h, v) for h, v in items], verb="INSERT OR IGNORE",
+            )
 
     def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:
         """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""

@@ -1,0 +1,85 @@
+"""Memories to both stores in one process: chunk, plan length-sorted batches, embed batch k+1
+while batch k is written. Used by the bench's last rung and by library callers; the Dagster
+ops use the same batching and writer, split over their steps."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .chunking import chunk_memories, with_vectors
+from .embedding import Embedder, EmbeddingCache, embed_cached
+from .lance_store import LanceStore
+from .libsql_store import LibsqlStore
+from .writer import Batch, FanOutWriter, LanceSink, LibsqlSink, WriteStats
+
+DEFAULT_BATCH_CHUNKS = 1024
+
+
+@dataclass
+class BatchPlan:
+    index: int
+    chunk_rows: np.ndarray  # rows of the chunk table in this batch
+    memory_rows: np.ndarray  # rows of the memory table whose first chunk is in this batch
+
+
+def plan_batches(memories: pa.Table, chunks: pa.Table, batch_chunks: int = DEFAULT_BATCH_CHUNKS) -> list[BatchPlan]:
+    """Chunks sorted by text length and cut into batches, so that each embedding call pads
+    texts of similar length; each memory row travels with the batch of its first chunk."""
+    lengths = pc.utf8_length(chunks["text"]).to_numpy(zero_copy_only=False)
+    order = np.argsort(lengths, kind="stable")
+    memory_row = pc.index_in(chunks["memory_id"], value_set=memories["memory_id"]).to_numpy(zero_copy_only=False)
+    is_first = (chunks["chunk_index"].to_numpy(zero_copy_only=False) == 0)
+    plans = []
+    for index, start in enumerate(range(0, len(order), batch_chunks)):
+        rows = order[start : start + batch_chunks]
+        plans.append(BatchPlan(index, rows, memory_row[rows[is_first[rows]]]))
+    return plans
+
+
+def batches_from_embedded(memories: pa.Table, embedded: pa.Table, batch_chunks: int = DEFAULT_BATCH_CHUNKS) -> Iterator[Batch]:
+    """Batches of chunks that already carry their vectors."""
+    for plan in plan_batches(memories, embedded, batch_chunks):
+        yield Batch(plan.index, memories.take(plan.memory_rows), embedded.take(plan.chunk_rows))
+
+
+def embedded_batches(
+    memories: pa.Table,
+    chunks: pa.Table,
+    embedder: Embedder,
+    *,
+    batch_chunks: int = DEFAULT_BATCH_CHUNKS,
+    cache: EmbeddingCache | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Batch]:
+    """Batches embedded lazily: the writer pulls batch k+1 (embedding it) while k is written."""
+    for plan in plan_batches(memories, chunks, batch_chunks):
+        part = chunks.take(plan.chunk_rows)
+        vectors, _ = embed_cached(embedder, part["text"].to_pylist(), part["text_hash"].to_pylist(), cache, progress)
+        yield Batch(plan.index, memories.take(plan.memory_rows), with_vectors(part, vectors))
+
+
+def ingest(
+    memories: pa.Table,
+    *,
+    embedder: Embedder,
+    lance: LanceStore,
+    libsql: LibsqlStore,
+    days: Sequence[str],
+    ingest_id: str | None = None,
+    batch_chunks: int = DEFAULT_BATCH_CHUNKS,
+    use_cache: bool = True,
+    overlap: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> WriteStats:
+    """Replace `days` in both stores with `memories` (chunked, embedded, written concurrently)."""
+    ingest_id = ingest_id or uuid.uuid4().hex
+    chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)
+    cache = EmbeddingCache(libsql, embedder.model_name) if use_cache else None
+    writer = FanOutWriter([LanceSink(lance, days, ingest_id), LibsqlSink(libsql, days, ingest_id)])
+    return writer.run(embedded_batches(memories, chunks, embedder, batch_chunks=batch_chunks, cache=cache, progress=progress))

@@ -1,0 +1,238 @@
+"""The concurrent fan-out writer.
+
+Batches come from a producer (typically: embed batch k+1 while batch k is written) and go
+through a bounded queue to one worker thread per store, so LanceDB and LibSQL write the same
+batch concurrently. A semaphore bounds the batches in flight: when the stores fall behind,
+the producer blocks (backpressure) instead of piling up vectors in memory. Transient errors
+are retried with exponential backoff; a batch that keeps failing stops the run with an error
+that names the store and the batch.
+
+Idempotent replacement of days: every row a run writes carries its `ingest_id`; writes are
+upserts; once every batch is in, each store drops the rows of those days that carry another
+id. A run that dies half-way leaves old and new rows side by side, never fewer; running it
+again converges both stores to exactly the new rows.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, Sequence
+
+import pyarrow as pa
+
+from .lance_store import LanceStore
+from .libsql_store import LibsqlStore
+
+TRANSIENT_MARKERS = (
+    "database is locked",
+    "database table is locked",
+    "sqlite_busy",
+    "busy",
+    "commit conflict",
+    "retryable",
+    "conflict",
+    "too many open files",
+    "timed out",
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: lock contention and optimistic-commit conflicts."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
+
+
+@dataclass
+class Batch:
+    index: int
+    memories: pa.Table  # memory rows whose first chunk is in this batch
+    chunks: pa.Table  # chunk rows with `vector`
+
+
+class Sink(Protocol):
+    name: str
+
+    def begin(self) -> None: ...
+    def write(self, batch: Batch) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class LanceSink:
+    store: LanceStore
+    days: Sequence[str]
+    ingest_id: str
+    name: str = "lancedb"
+    _upsert: bool = True
+
+    def begin(self) -> None:
+        # Appending is much faster than merging; it is safe when the days hold no rows yet.
+        self._upsert = self.store.has_rows(self.days)
+
+    def write(self, batch: Batch) -> None:
+        self.store.write(batch.chunks, self.ingest_id, upsert=self._upsert)
+
+    def finish(self) -> None:
+        self.store.delete_stale(self.days, self.ingest_id)
+
+
+@dataclass
+class LibsqlSink:
+    store: LibsqlStore
+    days: Sequence[str]
+    ingest_id: str
+    name: str = "libsql"
+
+    def begin(self) -> None:
+        pass
+
+    def write(self, batch: Batch) -> None:
+        self.store.write(batch.memories, batch.chunks, self.ingest_id)
+
+    def finish(self) -> None:
+        self.store.delete_stale(self.days, self.ingest_id)
+
+
+class WriteError(RuntimeError):
+    pass
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 6
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+
+    def call(self, fn: Callable[[], None], what: str, on_retry: Callable[[str], None] | None = None) -> int:
+        """Run `fn`, retrying transient errors; returns the number of retries it took."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                fn()
+                return attempt - 1
+            except Exception as exc:
+                if not is_transient(exc) or attempt == self.attempts:
+                    raise WriteError(
+                        f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}. "
+                        "Rows already written are kept; run the same days again to complete them."
+                    ) from exc
+                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random())
+                if on_retry:
+                    on_retry(f"{what}: {exc} (retry {attempt} in {delay:.2f}s)")
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class WriteStats:
+    batches: int = 0
+    chunks: int = 0
+    memories: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    store_seconds: dict = field(default_factory=dict)
+
+
+_DONE = object()
+
+
+class FanOutWriter:
+    """Writes batches to every sink concurrently, in order per sink, with bounded memory."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        *,
+        max_in_flight: int = 2,
+        retry: RetryPolicy | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ):
+        if not sinks:
+            raise ValueError("at least one sink")
+        self.sinks = list(sinks)
+        self.max_in_flight = max_in_flight
+        self.retry = retry or RetryPolicy()
+        self.on_batch = on_batch
+        self.on_retry = on_retry
+
+    def run(self, batches: Iterable[Batch]) -> WriteStats:
+        stats = WriteStats(store_seconds={sink.name: 0.0 for sink in self.sinks})
+        started = time.perf_counter()
+        in_flight = threading.BoundedSemaphore(self.max_in_flight)
+        queues = {sink.name: queue.Queue(maxsize=self.max_in_flight) for sink in self.sinks}
+        pending: dict[int, int] = {}  # batch index -> sinks still writing it
+        lock = threading.Lock()
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def work(sink: Sink) -> None:
+            q = queues[sink.name]
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if stop.is_set():  # drain without writing once something failed
+                    in_flight_release(item)
+                    continue
+                try:
+                    t0 = time.perf_counter()
+                    retries = self.retry.call(
+                        lambda: sink.write(item), f"writing batch {item.index} to {sink.name}", self.on_retry
+                    )
+                    with lock:
+                        stats.retries += retries
+                        stats.store_seconds[sink.name] += time.perf_counter() - t0
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                    with lock:
+                        failure.append(exc)
+                    stop.set()
+                in_flight_release(item)
+
+        def in_flight_release(item: Batch) -> None:
+            with lock:
+                pending[item.index] -= 1
+                last = pending[item.index] == 0
+                if last:
+                    del pending[item.index]
+            if last:
+                in_flight.release()
+                if self.on_batch and not stop.is_set():
+                    self.on_batch(item)
+
+        for sink in self.sinks:
+            self.retry.call(sink.begin, f"preparing {sink.name}", self.on_retry)
+        workers = [threading.Thread(target=work, args=(s,), name=f"write-{s.name}", daemon=True) for s in self.sinks]
+        for worker in workers:
+            worker.start()
+        try:
+            for batch in batches:
+                in_flight.acquire()  # backpressure: wait while max_in_flight batches are unwritten
+                if stop.is_set():
+                    in_flight.release()
+                    break
+                with lock:
+                    pending[batch.index] = len(self.sinks)
+                stats.batches += 1
+                stats.chunks += batch.chunks.num_rows
+                stats.memories += batch.memories.num_rows
+                for sink in self.sinks:
+                    queues[sink.name].put(batch)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for sink in self.sinks:
+                queues[sink.name].put(_DONE)
+            for worker in workers:
+                worker.join()
+        if failure:
+            raise failure[0]
+        # Only a complete run may drop the rows it did not write.
+        for sink in self.sinks:
+            self.retry.call(sink.finish, f"finishing {sink.name}", self.on_retry)
+        stats.seconds = time.perf_counter() - started
+        return stats

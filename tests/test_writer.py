@@ -1,0 +1,173 @@
+"""The fan-out writer with real LanceDB and LibSQL: order, overlap, retry, failure, re-run."""
+
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from agentmem_dagster.engine import libsql_store
+from agentmem_dagster.engine.chunking import chunk_memories
+from agentmem_dagster.engine.embedding import Embedder
+from agentmem_dagster.engine.ingest import embedded_batches, ingest
+from agentmem_dagster.engine.lance_store import LanceStore
+from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
+from agentmem_dagster.engine.records import MEMORY_SCHEMA
+from agentmem_dagster.engine.writer import Batch, FanOutWriter, LanceSink, LibsqlSink, RetryPolicy, WriteError
+
+DAY = "2024-06-01"
+
+
+def memories(n: int, prefix: str = "m", day: str = DAY) -> pa.Table:
+    rows = [
+        {
+            "memory_id": f"{prefix}{i}", "user_id": f"u{i % 3}", "agent_id": "a", "session_id": "s", "role": "user",
+            "content": f"{prefix} memory number {i}: " + "words " * (i % 17),
+            "created_at": f"{day}T12:00:00.000000Z", "created_at_us": 1717243200000000, "metadata": "{}",
+            "content_hash": "0" * 64, "day": day, "source_file": "f.jsonl", "source_line": i + 1,
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=MEMORY_SCHEMA)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    pool = LibsqlPool(str(tmp_path / "m.db"), size=3, busy_timeout_ms=50)
+    yield LanceStore(str(tmp_path / "lance")), LibsqlStore(pool)
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def embedder(static_model):
+    return Embedder(*static_model)
+
+
+def ids(lance: LanceStore, libsql: LibsqlStore) -> tuple[list, list]:
+    return sorted(lance.chunk_ids([DAY])), sorted(libsql.chunk_ids([DAY]))
+
+
+class Recording:
+    """A real sink wrapped to record when each batch was written (and to slow it down)."""
+
+    def __init__(self, sink, log, delay=0.0):
+        self.sink, self.log, self.delay, self.name = sink, log, delay, sink.name
+
+    def begin(self):
+        self.sink.begin()
+
+    def write(self, batch):
+        self.log.append((self.name, "start", batch.index, time.perf_counter()))
+        time.sleep(self.delay)
+        self.sink.write(batch)
+        self.log.append((self.name, "end", batch.index, time.perf_counter()))
+
+    def finish(self):
+        self.sink.finish()
+
+
+def test_batches_are_written_in_order_to_both_stores_while_the_next_is_embedded(stores, embedder):
+    lance, libsql = stores
+    table = memories(60)
+    chunks = chunk_memories(table, embedder.tokenizer, 256)
+    log = []
+
+    def produced():
+        for batch in embedded_batches(table, chunks, embedder, batch_chunks=10):
+            log.append(("producer", "made", batch.index, time.perf_counter()))
+            yield batch
+
+    sinks = [Recording(LanceSink(lance, [DAY], "run1"), log, 0.05), Recording(LibsqlSink(libsql, [DAY], "run1"), log, 0.05)]
+    stats = FanOutWriter(sinks, max_in_flight=2).run(produced())
+
+    assert stats.batches == 6 and stats.chunks == 60 and stats.memories == 60
+    for name in ("lancedb", "libsql"):
+        assert [i for n, what, i, _ in log if n == name and what == "end"] == list(range(6))
+    when = {(n, what, i): t for n, what, i, t in log}
+    # the next batch was embedded while the previous one was being written ...
+    assert when[("producer", "made", 1)] < when[("lancedb", "end", 0)]
+    # ... the two stores wrote the same batch at the same time ...
+    assert when[("libsql", "start", 2)] < when[("lancedb", "end", 2)]
+    assert when[("lancedb", "start", 2)] < when[("libsql", "end", 2)]
+    # ... and the producer never ran more than max_in_flight batches (+ the one in hand) ahead
+    # of the slower store (backpressure)
+    for i in range(3, 6):
+        assert when[("producer", "made", i)] > max(when[("lancedb", "end", i - 3)], when[("libsql", "end", i - 3)])
+    lance_ids, libsql_ids = ids(lance, libsql)
+    assert lance_ids == libsql_ids and len(lance_ids) == 60
+
+
+def test_a_locked_database_is_retried_not_surfaced(stores, embedder, tmp_path):
+    lance, libsql = stores
+    blocker = libsql_store.connect(libsql.pool.url)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock for a while
+    threading.Timer(0.4, lambda: blocker.execute("ROLLBACK")).start()
+    retries = []
+    writer = FanOutWriter(
+        [LibsqlSink(libsql, [DAY], "run1")], retry=RetryPolicy(attempts=10, base_delay=0.05), on_retry=retries.append
+    )
+    stats = writer.run(embedded_batches(memories(5), chunk_memories(memories(5), embedder.tokenizer, 256), embedder))
+    assert stats.retries >= 1 and retries and "database is locked" in retries[0]
+    assert len(libsql.chunk_ids([DAY])) == 5
+    blocker.close()
+
+
+def test_a_lock_that_never_clears_fails_with_a_clear_error(stores, embedder):
+    lance, libsql = stores
+    blocker = libsql_store.connect(libsql.pool.url)
+    blocker.execute("BEGIN IMMEDIATE")
+    writer = FanOutWriter([LibsqlSink(libsql, [DAY], "run1")], retry=RetryPolicy(attempts=3, base_delay=0.01))
+    table = memories(5)
+    with pytest.raises(WriteError, match=r"writing batch 0 to libsql failed after 3 attempt\(s\).*database is locked"):
+        writer.run(embedded_batches(table, chunk_memories(table, embedder.tokenizer, 256), embedder))
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+
+def test_a_failed_batch_keeps_old_rows_and_a_rerun_converges(stores, embedder):
+    lance, libsql = stores
+    old = memories(30, prefix="old")
+    ingest(old, embedder=embedder, lance=lance, libsql=libsql, days=[DAY], batch_chunks=8)
+    assert len(ids(lance, libsql)[0]) == 30
+
+    new = memories(30, prefix="new")
+    chunks = chunk_memories(new, embedder.tokenizer, 256)
+
+    def failing_after_two():
+        for batch in embedded_batches(new, chunks, embedder, batch_chunks=8):
+            if batch.index == 2:  # a bad batch: vectors of another dimension
+                bad = batch.chunks.drop_columns(["vector"])
+                flat = pa.array(np.zeros(bad.num_rows * 3, dtype=np.float32))
+                bad = bad.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, 3))
+                batch = Batch(batch.index, batch.memories, bad)
+            yield batch
+
+    writer = FanOutWriter([LanceSink(lance, [DAY], "run2"), LibsqlSink(libsql, [DAY], "run2")])
+    with pytest.raises(WriteError, match="batch 2 to lancedb"):
+        writer.run(failing_after_two())
+    lance_ids, libsql_ids = ids(lance, libsql)
+    # nothing was dropped: every old row is still there in both stores
+    assert {f"old{i}#0" for i in range(30)} <= set(lance_ids)
+    assert {f"old{i}#0" for i in range(30)} <= set(libsql_ids)
+
+    ingest(new, embedder=embedder, lance=lance, libsql=libsql, days=[DAY], batch_chunks=8)
+    lance_ids, libsql_ids = ids(lance, libsql)
+    assert lance_ids == libsql_ids == sorted(f"new{i}#0" for i in range(30))
+    assert libsql.counts([DAY])["memories"] == 30
+
+
+def test_reingesting_unchanged_memories_embeds_nothing(stores, embedder):
+    lance, libsql = stores
+    table = memories(40)
+    ingest(table, embedder=embedder, lance=lance, libsql=libsql, days=[DAY])
+    calls = []
+    original = embedder.embed
+    embedder.embed = lambda texts, progress=None: calls.append(len(texts)) or original(texts, progress)
+    try:
+        ingest(table, embedder=embedder, lance=lance, libsql=libsql, days=[DAY])
+    finally:
+        embedder.embed = original
+    assert calls == []
+    lance_ids, libsql_ids = ids(lance, libsql)
+    assert lance_ids == libsql_ids and len(lance_ids) == 40
