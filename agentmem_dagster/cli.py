@@ -217,6 +217,43 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from tqdm import tqdm
+
+    from .engine.bench import run_ladder
+    from .engine.embedding import Embedder
+
+    settings = Settings.from_env()
+    model = args.model or settings.embed_model
+    path = args.model_path if args.model_path is not None else (settings.embed_model_path if not args.model else None)
+    embedder = Embedder(model, path or None, batch_size=args.embed_batch_size)
+    bars = []
+
+    def progress_factory(name: str, total: int):
+        if bars:
+            bars[-1].close()
+        bar = tqdm(total=total, desc=name[:40], unit="mem", file=sys.stderr, leave=False)
+        bars.append(bar)
+        return bar.update
+
+    doc = run_ladder(embedder, args.memories, args.batch_size, progress_factory, extras=not args.ladder_only)
+    if bars:
+        bars[-1].close()
+    doc["command"] = "agentmem " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("agentmem") else "agentmem bench"
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"model {doc['model']}, {doc['memories']} memories ({doc['chunks']} chunks), {doc['machine']['cpus']} cpus: {doc['machine']['cpu']}")
+    for i, rung in enumerate(doc["rungs"], 1):
+        print(f"  {i}. {rung['name']:<60} {rung['memories_per_s']:>9.1f} memories/s  peak {rung['peak_rss_mb']:.0f} MB")
+    print(f"  embed-only ceiling {doc['ceiling_per_s']:.1f}/s; last rung {doc['share_of_ceiling']:.1%} of it, {doc['speedup']}x the first")
+    if "storage_rows_per_s" in doc:
+        print(f"  storage alone: {doc['storage_rows_per_s']:.0f} chunk rows/s into both stores")
+        cached = doc["cached_reingest"]
+        print(f"  re-ingest with warm cache: {cached['first_s']}s -> {cached['again_s']}s ({cached['speedup']}x)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="the throughput ladder: per-record to pipelined, with the embed-only ceiling")
+    bench.add_argument("--model", help="fastembed model name (default: AGENTMEM_EMBED_MODEL)")
+    bench.add_argument("--model-path", help="local model directory (default: AGENTMEM_EMBED_MODEL_PATH)")
+    bench.add_argument("--memories", type=int, default=2000)
+    bench.add_argument("--batch-size", type=int, default=64, help="memories per batch in rungs 2 and 3")
+    bench.add_argument("--embed-batch-size", type=int, default=32, help="texts per model call, length-sorted")
+    bench.add_argument("--ladder-only", action="store_true", help="skip the storage-only and cached re-ingest figures")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -47,3 +47,12 @@ def test_chunks_cover_every_sentence_and_are_deterministic(onnx_model):
         assert f"item number {i}." in joined
     # chunks end at sentence boundaries where one is near the window's end
     assert all(piece.endswith(".") for piece in first[:-1])
+
+
+def test_short_text_in_many_bytes_is_still_checked(onnx_model):
+    """A text of few characters but many tokens (CJK, emoji) is tokenized, not assumed short."""
+    embedder = Embedder(*onnx_model)
+    text = "记忆" * 200 + "🙂" * 50
+    chunks = chunk_memories(_memories({"cjk": text}), embedder.tokenizer, 64)
+    assert chunks.num_rows > 1
+    assert all(len(embedder.tokenizer.encode(t).ids) <= 64 for t in chunks["text"].to_pylist())

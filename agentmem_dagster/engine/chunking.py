@@ -37,14 +37,14 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def split_text(text: str, tokenizer, max_tokens: int, overlap: int) -> list[str]:
+def split_text(text: str, tokenizer, max_tokens: int, overlap: int, encoding=None) -> list[str]:
     """Split `text` into pieces of at most `max_tokens` tokens (specials excluded).
 
     Pieces are cut at token offsets, preferring the end of a sentence in the last third of
     a window; consecutive pieces share about `overlap` tokens so that a fact on a boundary
     stays whole in one of them. Short text comes back unchanged as one piece.
     """
-    enc = tokenizer.encode(text, add_special_tokens=False)
+    enc = encoding or tokenizer.encode(text, add_special_tokens=False)
     offsets = enc.offsets
     if len(offsets) <= max_tokens:
         return [text]
@@ -64,6 +64,12 @@ def split_text(text: str, tokenizer, max_tokens: int, overlap: int) -> list[str]
     return pieces
 
 
+def _may_exceed(text: str, max_tokens: int) -> bool:
+    """False when `text` surely fits: every token covers at least one byte of the text, and
+    at most one more (a word-start marker) covers none."""
+    return len(text.encode("utf-8", "surrogatepass")) + 1 > max_tokens
+
+
 def chunk_memories(memories: pa.Table, tokenizer, max_tokens: int, overlap: int = 32) -> pa.Table:
     """One row per chunk of each memory (CHUNK_SCHEMA).
 
@@ -73,10 +79,15 @@ def chunk_memories(memories: pa.Table, tokenizer, max_tokens: int, overlap: int 
     budget = max(8, max_tokens - 2 - 6)
     cols: dict[str, list] = {name: [] for name in CHUNK_SCHEMA.names}
     carried = {name: memories.column(name).to_pylist() for name in _CARRIED}
-    for row, (memory_id, content) in enumerate(
-        zip(memories.column("memory_id").to_pylist(), memories.column("content").to_pylist())
-    ):
-        pieces = split_text(content, tokenizer, budget, min(overlap, budget // 4))
+    contents = memories.column("content").to_pylist()
+    # Only text that might be too long is tokenized, all at once (the tokenizer is parallel).
+    maybe_long = [i for i, text in enumerate(contents) if _may_exceed(text, budget)]
+    encodings = dict(zip(maybe_long, tokenizer.encode_batch([contents[i] for i in maybe_long], add_special_tokens=False)))
+    for row, (memory_id, content) in enumerate(zip(memories.column("memory_id").to_pylist(), contents)):
+        if row in encodings:
+            pieces = split_text(content, tokenizer, budget, min(overlap, budget // 4), encodings[row])
+        else:
+            pieces = [content]
         for index, piece in enumerate(pieces):
             cols["chunk_id"].append(chunk_id(memory_id, index))
             cols["memory_id"].append(memory_id)
