@@ -68,8 +68,10 @@ def test_rematerializing_a_day_replaces_it_and_leaves_other_days(engine):
     materialize(partition=OTHER_DAY)
     first = (engine.stats(), sorted(engine.lance.chunk_ids()))
 
-    materialize(partition=DAY)
+    again = materialize(partition=DAY)
     assert (engine.stats(), sorted(engine.lance.chunk_ids())) == first
+    embedded = again.asset_materializations_for_node("memory_embeddings")[0].metadata
+    assert embedded["cache_hits"].value == embedded["chunks"].value == 10  # nothing embedded twice
 
     # the day's landing now holds fewer memories: the removed ones leave both stores
     write_landing(landing, DAY, _day_records(DAY, 4))
