@@ -135,11 +135,10 @@ def _fixed_batches(memories, chunks, batch_size):
 def rung_batched_vectors(memories, chunks, embedder, stores, progress, batch_size, one_transaction=False):
     """2. batched embedding + one LanceDB insert per batch; rows still one by one.
     3. (one_transaction) the same, with one LibSQL transaction per batch."""
-    plain = Embedder(embedder.model_name, embedder.model_path, batch_size=10**9, threads=embedder.threads)
     with stores.libsql.pool.connection() as conn:
         for mems, part in _fixed_batches(memories, chunks, batch_size):
-            texts = part["text"].to_pylist()
-            vectors = np.asarray(list(plain.model.embed(texts, batch_size=batch_size)), dtype=np.float32)
+            texts = part["text"].to_pylist()  # one model call per batch, in input order
+            vectors = np.asarray(list(embedder.model.embed(texts, batch_size=len(texts))), dtype=np.float32)
             stores.lance.write(with_vectors(part, vectors), "bench", upsert=False)
             if one_transaction:
                 with transaction(conn):

@@ -9,7 +9,7 @@ class EmbedderResource(dg.ConfigurableResource):
 
     model: str
     model_path: str | None = None
-    batch_size: int = 32
+    batch_size: int | None = None  # texts per model call; None: the measured best for the model
     threads: int | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     chunk_overlap: int = 32
