@@ -78,7 +78,7 @@ def test_batches_are_written_in_order_to_both_stores_while_the_next_is_embedded(
             log.append(("producer", "made", batch.index, time.perf_counter()))
             yield batch
 
-    sinks = [Recording(LanceSink(lance, [DAY], "run1"), log, 0.05), Recording(LibsqlSink(libsql, [DAY], "run1"), log, 0.05)]
+    sinks = [Recording(LanceSink(lance, [DAY], "run1"), log, 0.2), Recording(LibsqlSink(libsql, [DAY], "run1"), log, 0.2)]
     stats = FanOutWriter(sinks, max_in_flight=2).run(produced())
 
     assert stats.batches == 6 and stats.chunks == 60 and stats.memories == 60
