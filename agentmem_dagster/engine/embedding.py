@@ -87,6 +87,14 @@ class Embedder:
     def dim(self) -> int:
         return int(self.embed(["dimension probe"]).shape[1])
 
+    def _sort_keys(self, texts: list[str]) -> list[int]:
+        """Token counts for a transformer, whose batches pad to their longest text (counting
+        costs ~2% of embedding; sorting by characters leaves a third of the gain); character
+        counts for a static model, where tokenizing is most of the work."""
+        if self.is_static:
+            return [len(t) for t in texts]
+        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
     def embed(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
@@ -94,7 +102,7 @@ class Embedder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = np.argsort(self._sort_keys(texts), kind="stable")
         batch_size = self.effective_batch_size
         out: np.ndarray | None = None
         for start in range(0, len(order), batch_size):
