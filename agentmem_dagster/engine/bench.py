@@ -24,7 +24,7 @@ from .demo import chat_turns
 from .embedding import Embedder
 from .ingest import batches_from_embedded, ingest
 from .lance_store import LanceStore
-from .libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, LibsqlPool, LibsqlStore, _placeholders, _rows, transaction
+from .libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, LibsqlPool, LibsqlStore, placeholders, row_tuples, transaction
 from .records import MEMORY_SCHEMA
 from .writer import FanOutWriter, LanceSink, LibsqlSink
 
@@ -102,11 +102,11 @@ def _chunks_by_memory(chunks: pa.Table) -> dict[str, list[int]]:
 
 def _insert_one_by_one(conn, memories: pa.Table, chunks: pa.Table, ingest_id: str):
     """Row by row; outside a transaction each statement commits on its own."""
-    mem_sql = f"INSERT OR REPLACE INTO memories ({', '.join(MEMORY_COLUMNS)}) VALUES ({_placeholders(len(MEMORY_COLUMNS))})"
-    chunk_sql = f"INSERT OR REPLACE INTO chunks ({', '.join(CHUNK_COLUMNS)}) VALUES ({_placeholders(len(CHUNK_COLUMNS))})"
-    for row in _rows(memories, MEMORY_COLUMNS, ingest_id):
+    mem_sql = f"INSERT OR REPLACE INTO memories ({', '.join(MEMORY_COLUMNS)}) VALUES ({placeholders(len(MEMORY_COLUMNS))})"
+    chunk_sql = f"INSERT OR REPLACE INTO chunks ({', '.join(CHUNK_COLUMNS)}) VALUES ({placeholders(len(CHUNK_COLUMNS))})"
+    for row in row_tuples(memories, MEMORY_COLUMNS, ingest_id):
         conn.execute(mem_sql, row)
-    for row in _rows(chunks, CHUNK_COLUMNS, ingest_id):
+    for row in row_tuples(chunks, CHUNK_COLUMNS, ingest_id):
         conn.execute(chunk_sql, row)
 
 

@@ -69,11 +69,11 @@ CHUNK_COLUMNS = [
 BUSY_TIMEOUT_MS = 30_000
 
 
-def _placeholders(n: int) -> str:
+def placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _rows(table: pa.Table, columns: Sequence[str], ingest_id: str) -> list[tuple]:
+def row_tuples(table: pa.Table, columns: Sequence[str], ingest_id: str) -> list[tuple]:
     """Rows of `columns` from `table`; a trailing `ingest_id` column is filled with the stamp."""
     data = [table.column(c).to_pylist() for c in columns[:-1]]
     return list(zip(*data, [ingest_id] * table.num_rows))
@@ -90,7 +90,7 @@ def insert_rows(conn, table: str, columns: Sequence[str], rows: Sequence[tuple],
     width = len(columns)
     per_statement = max(1, min(500, MAX_PARAMS // width))
     head = f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
-    one = "(" + _placeholders(width) + ")"
+    one = "(" + placeholders(width) + ")"
     full_sql = head + ", ".join([one] * per_statement)
     for start in range(0, len(rows), per_statement):
         part = rows[start : start + per_statement]
@@ -181,14 +181,14 @@ class LibsqlStore:
     def write(self, memories: pa.Table, chunks: pa.Table, ingest_id: str) -> int:
         """Upsert a batch of memories and chunks, stamped with `ingest_id`, in one transaction."""
         with self.pool.connection() as conn, transaction(conn):
-            insert_rows(conn, "memories", MEMORY_COLUMNS, _rows(memories, MEMORY_COLUMNS, ingest_id))
-            insert_rows(conn, "chunks", CHUNK_COLUMNS, _rows(chunks, CHUNK_COLUMNS, ingest_id))
+            insert_rows(conn, "memories", MEMORY_COLUMNS, row_tuples(memories, MEMORY_COLUMNS, ingest_id))
+            insert_rows(conn, "chunks", CHUNK_COLUMNS, row_tuples(chunks, CHUNK_COLUMNS, ingest_id))
         return chunks.num_rows
 
     def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
         """Drop the memories and chunks of `days` that the ingestion `ingest_id` did not write."""
         params = [*days, ingest_id]
-        where = f"day IN ({_placeholders(len(days))}) AND ingest_id != ?"
+        where = f"day IN ({placeholders(len(days))}) AND ingest_id != ?"
         with self.pool.connection() as conn, transaction(conn):
             conn.execute(f"DELETE FROM chunks WHERE {where}", params)
             conn.execute(f"DELETE FROM memories WHERE {where}", params)
@@ -202,7 +202,7 @@ class LibsqlStore:
                 part = unique[start : start + 900]
                 rows = conn.execute(
                     f"SELECT text_hash, vector FROM embedding_cache WHERE model = ? "
-                    f"AND text_hash IN ({_placeholders(len(part))})",
+                    f"AND text_hash IN ({placeholders(len(part))})",
                     [model, *part],
                 ).fetchall()
                 found.update(rows)
@@ -219,7 +219,7 @@ class LibsqlStore:
         """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""
         day_params = list(days)
         with self.pool.connection() as conn, transaction(conn):
-            conn.execute(f"DELETE FROM quarantine WHERE day IN ({_placeholders(len(day_params))})", day_params)
+            conn.execute(f"DELETE FROM quarantine WHERE day IN ({placeholders(len(day_params))})", day_params)
             if records:
                 conn.executemany(
                     "INSERT OR REPLACE INTO quarantine (day, file, line, raw, reason) VALUES (?, ?, ?, ?, ?)",
@@ -233,7 +233,7 @@ class LibsqlStore:
                 rows = conn.execute("SELECT chunk_id FROM chunks").fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT chunk_id FROM chunks WHERE day IN ({_placeholders(len(days))})", list(days)
+                    f"SELECT chunk_id FROM chunks WHERE day IN ({placeholders(len(days))})", list(days)
                 ).fetchall()
         return [r[0] for r in rows]
 
@@ -244,7 +244,7 @@ class LibsqlStore:
         ids = list(dict.fromkeys(memory_ids))
         with self.pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({_placeholders(len(ids))})",
+                f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({placeholders(len(ids))})",
                 ids,
             ).fetchall()
         out = {}
@@ -258,7 +258,7 @@ class LibsqlStore:
         sql = "SELECT day, file, line, raw, reason FROM quarantine"
         params: list = []
         if days is not None:
-            sql += f" WHERE day IN ({_placeholders(len(days))})"
+            sql += f" WHERE day IN ({placeholders(len(days))})"
             params = list(days)
         with self.pool.connection() as conn:
             rows = conn.execute(sql + " ORDER BY day, file, line", params).fetchall()
@@ -267,7 +267,7 @@ class LibsqlStore:
     def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
         where, params = "", []
         if days is not None:
-            where, params = f" WHERE day IN ({_placeholders(len(days))})", list(days)
+            where, params = f" WHERE day IN ({placeholders(len(days))})", list(days)
         with self.pool.connection() as conn:
             return {
                 table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
