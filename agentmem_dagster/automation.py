@@ -7,7 +7,9 @@ import dagster as dg
 
 from .assets import daily_partitions
 from .engine.records import landing_days, landing_fingerprint
+from .engine.settings import Settings
 from .resources import LandingZone
+from .resources.staging import drop_run_outputs
 
 ingest_job = dg.define_asset_job(
     "ingest_memories",
@@ -43,3 +45,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
     if skipped:
         context.log.warning(f"landing folders outside the partitions, not ingested: {skipped[:10]}")
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job])
+def clean_staging(context: dg.RunStatusSensorContext) -> None:
+    """A successful run's intermediate op outputs (embedded shards) are no longer needed."""
+    drop_run_outputs(str(Settings.from_env().staging), context.dagster_run.run_id)

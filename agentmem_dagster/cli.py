@@ -137,6 +137,10 @@ def cmd_ingest(args) -> int:
             done.set()
             watcher.join()
     seconds = time.perf_counter() - started
+    if result.success:
+        from .resources.staging import drop_run_outputs
+
+        drop_run_outputs(str(settings.staging), result.run_id)
     engine = MemoryEngine(settings)
     stage_seconds = _stage_seconds(result)
     try:

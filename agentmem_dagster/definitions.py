@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from .assets import ASSETS, CHECKS
-from .automation import daily_ingest_schedule, ingest_job, landing_sensor
+from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
 from .engine.settings import Settings
 from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, StagingIOManager
 
@@ -43,7 +43,7 @@ defs = dg.Definitions(
     asset_checks=CHECKS,
     jobs=[ingest_job],
     schedules=[daily_ingest_schedule],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, clean_staging],
     resources=build_resources(),
     executor=executor,
 )

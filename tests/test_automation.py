@@ -64,5 +64,6 @@ def test_definitions_load_with_job_schedule_sensor_and_checks():
     }
     assert defs.resolve_schedule_def("daily_ingest_schedule").job_name == "ingest_memories"
     assert defs.resolve_sensor_def("landing_sensor").job_name == "ingest_memories"
+    assert defs.resolve_sensor_def("clean_staging") is not None
     check_keys = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert check_keys == {"stores_consistent", "vectors_sane"}

@@ -71,6 +71,9 @@ def test_ingest_one_day_and_search_scope(agentmem_home):
     ])
     out = json.loads(run("ingest", "--partition", day, "--json").stdout)
     assert (out["status"], out["memories"], out["chunks"], out["quarantined"]) == ("SUCCESS", 2, 2, 1)
+    staging = agentmem_home / "staging"
+    assert (staging / "memory_embeddings" / f"{day}.parquet").exists()
+    assert not (staging / "runs" / out["run_id"]).exists()  # the run's op outputs are cleaned up
 
     hits = json.loads(run("search", "cat tuna", "--user", "u_ann", "--json").stdout)
     assert [(h["memory_id"], h["session_id"], h["metadata"]) for h in hits] == [("a1", "s-ann", {"k": 1})]

@@ -1,4 +1,5 @@
 import pickle
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -49,3 +50,8 @@ class StagingIOManager(dg.ConfigurableIOManager):
                 )
             parts.append(pq.read_table(path))
         return pa.concat_tables(parts) if parts else None
+
+
+def drop_run_outputs(base_dir: str, run_id: str) -> None:
+    """Delete the op outputs a finished run pickled (the assets' Parquet files stay)."""
+    shutil.rmtree(Path(base_dir, "runs", run_id), ignore_errors=True)
