@@ -1,3 +1,4 @@
+import datetime as dt
 import gzip
 import hashlib
 import json
@@ -376,7 +377,7 @@ def _no_newline(chars: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 _non_blank = st.text(min_size=1, max_size=20).filter(lambda s: s.strip())
 _valid_record = st.fixed_dictionaries(
     {"user_id": _non_blank, "content": _non_blank,
-     "created_at": st.datetimes().map(lambda d: d.isoformat())},
+     "created_at": st.datetimes(min_value=dt.datetime(1700, 1, 1), max_value=dt.datetime(2250, 1, 1)).map(lambda d: d.isoformat())},
     optional={"role": st.none() | st.text(max_size=5), "agent_id": st.none() | st.text(max_size=5),
               "metadata": st.none() | st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
               "extra": st.integers()},

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
@@ -67,6 +68,20 @@ CHUNK_COLUMNS = [
     "chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day", "ingest_id",
 ]
 BUSY_TIMEOUT_MS = 30_000
+INTEGER_COLUMNS = {"created_at_us", "source_line", "chunk_index", "chunk_count", "line"}
+
+
+def select_list(columns: Sequence[str]) -> str:
+    """Text columns read as BLOB: libsql stores a NUL inside text faithfully but cuts the
+    text at the NUL when it hands it back as a string."""
+    return ", ".join(c if c in INTEGER_COLUMNS else f"CAST({c} AS BLOB)" for c in columns)
+
+
+def decode_row(columns: Sequence[str], row: tuple) -> dict:
+    return {
+        c: v.decode("utf-8") if isinstance(v, bytes) and c not in INTEGER_COLUMNS else v
+        for c, v in zip(columns, row)
+    }
 
 
 def placeholders(n: int) -> str:
@@ -180,6 +195,9 @@ class LibsqlStore:
 
     def write(self, memories: pa.Table, chunks: pa.Table, ingest_id: str) -> int:
         """Upsert a batch of memories and chunks, stamped with `ingest_id`, in one transaction."""
+        if memories.num_rows and pc.max(pc.abs(memories["created_at_us"])).as_py() >= 2**53:
+            # libsql binds larger Python ints as floats: refuse rather than lose precision
+            raise ValueError("created_at_us beyond 2**53 cannot be stored exactly in LibSQL")
         with self.pool.connection() as conn, transaction(conn):
             insert_rows(conn, "memories", MEMORY_COLUMNS, row_tuples(memories, MEMORY_COLUMNS, ingest_id))
             insert_rows(conn, "chunks", CHUNK_COLUMNS, row_tuples(chunks, CHUNK_COLUMNS, ingest_id))
@@ -244,25 +262,26 @@ class LibsqlStore:
         ids = list(dict.fromkeys(memory_ids))
         with self.pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({placeholders(len(ids))})",
+                f"SELECT {select_list(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({placeholders(len(ids))})",
                 ids,
             ).fetchall()
         out = {}
         for row in rows:
-            record = dict(zip(MEMORY_COLUMNS, row))
+            record = decode_row(MEMORY_COLUMNS, row)
             record["metadata"] = json.loads(record["metadata"])
             out[record["memory_id"]] = record
         return out
 
     def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:
-        sql = "SELECT day, file, line, raw, reason FROM quarantine"
+        columns = ["day", "file", "line", "raw", "reason"]
+        sql = f"SELECT {select_list(columns)} FROM quarantine"
         params: list = []
         if days is not None:
             sql += f" WHERE day IN ({placeholders(len(days))})"
             params = list(days)
         with self.pool.connection() as conn:
             rows = conn.execute(sql + " ORDER BY day, file, line", params).fetchall()
-        return [dict(zip(["day", "file", "line", "raw", "reason"], r)) for r in rows]
+        return [decode_row(columns, r) for r in rows]
 
     def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
         where, params = "", []

@@ -184,6 +184,8 @@ def _parse_timestamp(value: str) -> tuple[str, int]:
         dt = dt.astimezone(timezone.utc)  # may raise OverflowError near year 1 / 9999
     delta = dt - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if abs(micros) >= 2**53:  # the stores' integers are exact only below 2**53 (years 1685-2255)
+        raise ValueError(f"{value!r} is outside the supported years 1685-2255")
     text = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond
     )

@@ -1,0 +1,120 @@
+"""Search scope cannot be widened by any value; any Unicode and every integer round-trip
+through both stores exactly."""
+
+import pyarrow as pa
+import pytest
+
+from agentmem_dagster.engine.embedding import Embedder
+from agentmem_dagster.engine.ingest import ingest
+from agentmem_dagster.engine.lance_store import LanceStore
+from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
+from agentmem_dagster.engine.records import MEMORY_SCHEMA
+from agentmem_dagster.engine.search import search
+
+DAY = "2024-06-01"
+USERS = ["u_alice", "o'brien", "bob", "%", "*"]
+HOSTILE = [
+    "' OR 1=1 --",
+    "u_alice' OR user_id != '",
+    '" OR ""="',
+    "%",
+    "*",
+    "u_%",
+    "bob\\",
+    "a" * 100_000,
+    "\u202eecila_u",
+    "'; DROP TABLE memories; --",
+]
+UNICODE = [
+    "emoji 🧠🙂‍↔️ and flags 🇵🇹",
+    "中文记忆：我对花生过敏。",
+    "combining: e\u0301 a\u0308 ñ",
+    "NUL inside\x00the text",
+    "rtl: \u05e9\u05dc\u05d5\u05dd and zero width\u200bspace",
+]
+
+
+def _table(rows: list[tuple[str, str, str]]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "memory_id": mid, "user_id": user, "agent_id": "agent", "session_id": "s1", "role": "user",
+                "content": content, "created_at": f"{DAY}T12:00:00.000000Z", "created_at_us": 1717243200000000,
+                "metadata": '{"k": "v"}', "content_hash": "0" * 64, "day": DAY, "source_file": "f", "source_line": 1,
+            }
+            for mid, user, content in rows
+        ],
+        schema=MEMORY_SCHEMA,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, static_model):
+    root = tmp_path_factory.mktemp("isolation")
+    embedder = Embedder(*static_model)
+    lance, libsql = LanceStore(str(root / "lance")), LibsqlStore(LibsqlPool(str(root / "m.db")))
+    rows = [(f"{u}-{i}", u, f"{u} likes hiking and tea, memory {i}") for u in USERS for i in range(3)]
+    rows += [(f"uni-{i}", "u_alice", text) for i, text in enumerate(UNICODE)]
+    ingest(_table(rows), embedder=embedder, lance=lance, libsql=libsql, days=[DAY])
+    yield embedder, lance, libsql
+    libsql.pool.close()
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_every_hit_belongs_to_the_user_asked_for(world, user):
+    hits = search(*world, "hiking and tea", user_id=user, k=50).hits
+    assert hits and {h.user_id for h in hits} == {user}
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_never_widen_the_scope(world, value):
+    embedder, lance, libsql = world
+    hits = search(embedder, lance, libsql, "hiking", user_id=value, k=50).hits
+    assert {h.user_id for h in hits} <= {value}  # "%" and "*" are users here: exact match only
+    assert len(hits) == (3 if value in USERS else 0)
+    for field in ("agent_id", "session_id"):
+        hits = search(embedder, lance, libsql, "hiking", user_id="bob", k=50, **{field: value}).hits
+        assert hits == []
+    hits = search(embedder, lance, libsql, value, user_id="bob", k=50).hits  # as query text
+    assert {h.user_id for h in hits} <= {"bob"}
+
+
+def test_a_nul_in_a_scope_value_is_a_clear_error(world):
+    with pytest.raises(ValueError, match="NUL"):
+        search(*world, "hiking", user_id="bob\x00", k=5)
+
+
+def test_any_unicode_round_trips_through_both_stores(world):
+    embedder, lance, libsql = world
+    stored = libsql.memories_by_id([f"uni-{i}" for i in range(len(UNICODE))])
+    assert [stored[f"uni-{i}"]["content"] for i in range(len(UNICODE))] == UNICODE
+    texts = lance._scan(lance.table(), ["memory_id", "text"], "memory_id LIKE 'uni-%'").to_pylist()
+    assert {row["memory_id"]: row["text"] for row in texts} == {f"uni-{i}": t for i, t in enumerate(UNICODE)}
+
+
+def _one_memory_at(created_at_us: int) -> tuple[pa.Table, pa.Table]:
+    table = _table([("late", "bob", "the end of time")])
+    column = pa.array([created_at_us], pa.int64())
+    table = table.set_column(table.schema.get_field_index("created_at_us"), "created_at_us", column)
+    chunks = pa.table({
+        "chunk_id": ["late#0"], "memory_id": ["late"], "chunk_index": [0], "chunk_count": [1],
+        "text": ["the end of time"], "text_hash": ["f" * 64], "user_id": ["bob"], "day": [DAY],
+    })
+    return table, chunks
+
+
+def test_integers_keep_their_precision_or_are_refused(tmp_path):
+    """libsql binds Python ints beyond 2**53 as floats: the largest exact value round-trips,
+    a larger one is refused instead of silently rounded, and the parser quarantines the
+    timestamps that would need one."""
+    from agentmem_dagster.engine.records import QuarantineRecord, parse_line
+
+    libsql = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    libsql.write(*_one_memory_at(2**53 - 1), "run")
+    assert libsql.memories_by_id(["late"])["late"]["created_at_us"] == 2**53 - 1
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        libsql.write(*_one_memory_at(253402300799999999), "run")  # 9999-12-31T23:59:59.999999Z
+    libsql.pool.close()
+    line = b'{"user_id": "u", "content": "x", "created_at": "9999-12-31T23:59:59.999999Z"}'
+    record = parse_line(line, day=DAY, file="f", line=1)
+    assert isinstance(record, QuarantineRecord) and record.reason.startswith("invalid_timestamp")
