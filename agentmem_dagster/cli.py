@@ -40,6 +40,22 @@ def ingest_job():
     return defs.resolve_job_def("ingest_memories")
 
 
+def _open_instance():
+    """The Dagster instance, its SQLite storages created under a file lock: several
+    `agentmem ingest` started at once on a fresh DAGSTER_HOME would race to create them."""
+    import fcntl
+
+    import dagster as dg
+
+    lock_path = Path(os.environ["DAGSTER_HOME"], ".agentmem-init.lock")
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.event_log_storage.get_maximum_record_id()
+        return instance
+
+
 def _ensure_dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dagster dev`."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").absolute()
@@ -124,7 +140,7 @@ def cmd_ingest(args) -> int:
         tags["dagster/asset_partition_range_end"] = days[-1]
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with _open_instance() as instance:
         done = threading.Event()
         watcher = threading.Thread(target=_progress, args=(instance, tags[RUN_TAG], done, args.json), daemon=True)
         watcher.start()

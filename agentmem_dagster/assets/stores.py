@@ -5,20 +5,25 @@ import dagster as dg
 import pyarrow as pa
 
 from ..engine.ingest import batches_from_embedded
-from ..engine.writer import FanOutWriter, LanceSink, LibsqlSink, Sink
+from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink
 from ..resources import LanceDBResource, LibSQLResource
 from .partitions import daily_partitions, single_run_backfill
 
 
-def _write(context: dg.OpExecutionContext, sink: Sink, memories: pa.Table, embeddings: pa.Table) -> None:
+def _write(
+    context: dg.OpExecutionContext, sink: Sink, libsql: LibSQLResource, memories: pa.Table, embeddings: pa.Table
+) -> None:
     """Stream the run's batches to one store with the engine's writer; the run id stamps the
-    rows, so the days' rows from earlier runs are dropped once every batch is in."""
+    rows, so the days' rows from earlier runs are dropped once every batch is in. A lease on
+    the days makes another run of the same days wait for this one."""
     total = embeddings.num_rows
+    days = context.partition_keys
+    lease = DayLease(libsql.store, days, context.run_id, f"{context.run_id}:{sink.name}", on_wait=context.log.info)
 
     def on_batch(batch) -> None:
         context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
 
-    writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning)
+    writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning, lease=lease)
     stats = writer.run(batches_from_embedded(memories, embeddings))
     context.log.info(f"{sink.name}: {total} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
     context.add_output_metadata(
@@ -36,16 +41,20 @@ def _write(context: dg.OpExecutionContext, sink: Sink, memories: pa.Table, embed
 
 @dg.op(out=dg.Out(dg.Nothing), description="Write the run's days to the LanceDB chunk table, batch by batch.")
 def write_lancedb(
-    context: dg.OpExecutionContext, lancedb: LanceDBResource, memories: pa.Table, embeddings: pa.Table
+    context: dg.OpExecutionContext,
+    lancedb: LanceDBResource,
+    libsql: LibSQLResource,
+    memories: pa.Table,
+    embeddings: pa.Table,
 ):
-    _write(context, LanceSink(lancedb.store, context.partition_keys, context.run_id), memories, embeddings)
+    _write(context, LanceSink(lancedb.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
 
 
 @dg.op(out=dg.Out(dg.Nothing), description="Write the run's days of memories and chunks to LibSQL, one transaction per batch.")
 def write_libsql(
     context: dg.OpExecutionContext, libsql: LibSQLResource, memories: pa.Table, embeddings: pa.Table
 ):
-    _write(context, LibsqlSink(libsql.store, context.partition_keys, context.run_id), memories, embeddings)
+    _write(context, LibsqlSink(libsql.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
 
 
 @dg.graph_multi_asset(

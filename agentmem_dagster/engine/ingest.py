@@ -16,7 +16,7 @@ from .chunking import chunk_memories, with_vectors
 from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
-from .writer import Batch, FanOutWriter, LanceSink, LibsqlSink, WriteStats
+from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
 # LanceDB pays a fixed cost per commit (~0.1 s here): big write batches reach ~100k rows/s.
 DEFAULT_BATCH_CHUNKS = 4096
@@ -85,5 +85,8 @@ def ingest(
     if chunks is None:
         chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)
     cache = EmbeddingCache(libsql, embedder.model_name) if use_cache else None
-    writer = FanOutWriter([LanceSink(lance, days, ingest_id), LibsqlSink(libsql, days, ingest_id)])
+    writer = FanOutWriter(
+        [LanceSink(lance, days, ingest_id), LibsqlSink(libsql, days, ingest_id)],
+        lease=DayLease(libsql, days, ingest_id, holder=f"{ingest_id}:both"),
+    )
     return writer.run(embedded_batches(memories, chunks, embedder, batch_chunks=batch_chunks, cache=cache, progress=progress))

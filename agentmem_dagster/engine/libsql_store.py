@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -50,6 +53,15 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
     vector BLOB NOT NULL,
     PRIMARY KEY (model, text_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS day_leases (
+    day TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    ingest_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (day, holder)
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     day TEXT NOT NULL,
     file TEXT NOT NULL,
@@ -111,6 +123,16 @@ def insert_rows(conn, table: str, columns: Sequence[str], rows: Sequence[tuple],
         part = rows[start : start + per_statement]
         sql = full_sql if len(part) == per_statement else head + ", ".join([one] * len(part))
         conn.execute(sql, [value for row in part for value in row])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def connect(url: str, auth_token: str | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
@@ -231,6 +253,33 @@ class LibsqlStore:
             insert_rows(
                 conn, "embedding_cache", ["model", "text_hash", "vector"],
                 [(model, h, v) for h, v in items], verb="INSERT OR IGNORE",
+            )
+
+    def try_lease(self, days: Sequence[str], ingest_id: str, holder: str, ttl: float) -> list[dict]:
+        """Take (or renew) `holder`'s lease on `days` unless another ingestion holds a live one;
+        returns the blocking leases (empty when taken). A lease of a dead process on this host,
+        or one past its expiry, does not block."""
+        host, pid, now = socket.gethostname(), os.getpid(), time.time()
+        columns = ["day", "holder", "ingest_id", "host", "pid", "expires_at"]
+        with self.pool.connection() as conn, transaction(conn):
+            rows = conn.execute(
+                f"SELECT {', '.join(columns)} FROM day_leases WHERE day IN ({placeholders(len(days))}) AND ingest_id != ?",
+                [*days, ingest_id],
+            ).fetchall()
+            blocking = [
+                lease for lease in (dict(zip(columns, r)) for r in rows)
+                if lease["expires_at"] > now and not (lease["host"] == host and not _alive(lease["pid"]))
+            ]
+            if not blocking:
+                insert_rows(
+                    conn, "day_leases", columns, [(d, holder, ingest_id, host, pid, now + ttl) for d in days]
+                )
+        return blocking
+
+    def release_lease(self, days: Sequence[str], holder: str) -> None:
+        with self.pool.connection() as conn, transaction(conn):
+            conn.execute(
+                f"DELETE FROM day_leases WHERE holder = ? AND day IN ({placeholders(len(days))})", [holder, *days]
             )
 
     def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:

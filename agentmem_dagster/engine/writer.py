@@ -102,6 +102,47 @@ class WriteError(RuntimeError):
 
 
 @dataclass
+class DayLease:
+    """Serialises ingestions of the same days: while one run replaces a day, another waits.
+
+    Without it two runs of one day would each drop the other's rows at the end. The lease
+    lives in LibSQL (shared by every process of every run), is re-entrant for the stores of
+    one run (same ingest_id), is renewed as batches are written, and does not outlive a
+    dead process on this host or its expiry elsewhere."""
+
+    store: LibsqlStore
+    days: Sequence[str]
+    ingest_id: str
+    holder: str
+    ttl: float = 600.0
+    wait: float = 3600.0
+    on_wait: Callable[[str], None] | None = None
+
+    def acquire(self) -> None:
+        deadline = time.monotonic() + self.wait
+        delay = 0.05
+        while True:
+            blocking = self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+            if not blocking:
+                return
+            if time.monotonic() > deadline:
+                raise WriteError(
+                    f"day {blocking[0]['day']} is being written by ingestion {blocking[0]['ingest_id']} "
+                    f"(pid {blocking[0]['pid']} on {blocking[0]['host']}) and it did not finish in {self.wait:.0f}s"
+                )
+            if self.on_wait:
+                self.on_wait(f"waiting for ingestion {blocking[0]['ingest_id']} to finish day {blocking[0]['day']}")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def renew(self) -> None:
+        self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+
+    def release(self) -> None:
+        self.store.release_lease(self.days, self.holder)
+
+
+@dataclass
 class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.05
@@ -150,6 +191,7 @@ class FanOutWriter:
         retry: RetryPolicy | None = None,
         on_batch: Callable[[Batch], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
+        lease: DayLease | None = None,
     ):
         if not sinks:
             raise ValueError("at least one sink")
@@ -158,8 +200,18 @@ class FanOutWriter:
         self.retry = retry or RetryPolicy()
         self.on_batch = on_batch
         self.on_retry = on_retry
+        self.lease = lease
 
     def run(self, batches: Iterable[Batch]) -> WriteStats:
+        if self.lease is None:
+            return self._run(batches)
+        self.lease.acquire()
+        try:
+            return self._run(batches)
+        finally:
+            self.lease.release()
+
+    def _run(self, batches: Iterable[Batch]) -> WriteStats:
         stats = WriteStats(store_seconds={sink.name: 0.0 for sink in self.sinks})
         started = time.perf_counter()
         in_flight = threading.BoundedSemaphore(self.max_in_flight)
@@ -200,6 +252,8 @@ class FanOutWriter:
                     del pending[item.index]
             if last:
                 in_flight.release()
+                if self.lease is not None and item.index % 8 == 7:
+                    self.lease.renew()
                 if self.on_batch and not stop.is_set():
                     self.on_batch(item)
 
