@@ -171,3 +171,44 @@ def test_reingesting_unchanged_memories_embeds_nothing(stores, embedder):
     assert calls == []
     lance_ids, libsql_ids = ids(lance, libsql)
     assert lance_ids == libsql_ids and len(lance_ids) == 40
+
+
+def _run_same_day_twice(stores, embedder, use_lease: bool) -> tuple[list, list]:
+    """Two ingestions of DAY with different memories, in two threads, their writes interleaved."""
+    from agentmem_dagster.engine.writer import DayLease
+
+    lance, libsql = stores
+    errors = []
+
+    def one(prefix: str, start_delay: float):
+        time.sleep(start_delay)
+        table = memories(20, prefix=prefix)
+        log = []
+        sinks = [Recording(LanceSink(lance, [DAY], prefix), log, 0.1), Recording(LibsqlSink(libsql, [DAY], prefix), log, 0.1)]
+        lease = DayLease(libsql, [DAY], prefix, f"{prefix}:both") if use_lease else None
+        try:
+            FanOutWriter(sinks, lease=lease).run(
+                embedded_batches(table, chunk_memories(table, embedder.tokenizer, 256), embedder, batch_chunks=5)
+            )
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=("a", 0.0)), threading.Thread(target=one, args=("b", 0.15))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return ids(lance, libsql)
+
+
+def test_two_runs_of_the_same_day_at_once_end_with_one_runs_rows(stores, embedder):
+    lance_ids, libsql_ids = _run_same_day_twice(stores, embedder, use_lease=True)
+    assert lance_ids == libsql_ids
+    assert lance_ids in ([f"a{i}#0" for i in sorted(range(20), key=str)], [f"b{i}#0" for i in sorted(range(20), key=str)])
+
+
+def test_without_the_lease_the_same_race_loses_rows(stores, embedder):
+    """Why the lease exists: unserialised, each run drops the other's rows at its end."""
+    lance_ids, libsql_ids = _run_same_day_twice(stores, embedder, use_lease=False)
+    assert len(lance_ids) < 20 or len(libsql_ids) < 20
