@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .embedding import Embedder
 from .lance_store import LanceStore, scope_filter
@@ -33,7 +33,6 @@ class Hit:
 class SearchResult:
     hits: list[Hit]
     dropped: int = 0  # vector hits whose memory LibSQL does not hold (never shown)
-    extra: dict = field(default_factory=dict)
 
 
 def search(
