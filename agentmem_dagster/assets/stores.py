@@ -4,7 +4,7 @@ run concurrently under the multiprocess executor. Each replaces exactly its run'
 import dagster as dg
 import pyarrow as pa
 
-from ..engine.ingest import batches_from_embedded
+from ..engine.ingest import STORE_BATCH_CHUNKS, batches_from_embedded
 from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink
 from ..resources import LanceDBResource, LibSQLResource
 from .partitions import daily_partitions, single_run_backfill
@@ -24,7 +24,7 @@ def _write(
         context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
 
     writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning, lease=lease)
-    stats = writer.run(batches_from_embedded(memories, embeddings))
+    stats = writer.run(batches_from_embedded(memories, embeddings, STORE_BATCH_CHUNKS))
     context.log.info(f"{sink.name}: {total} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
     context.add_output_metadata(
         {

@@ -22,7 +22,7 @@ import pyarrow as pa
 from .chunking import chunk_memories, with_vectors
 from .demo import chat_turns
 from .embedding import Embedder
-from .ingest import batches_from_embedded, ingest
+from .ingest import STORE_BATCH_CHUNKS, batches_from_embedded, ingest
 from .lance_store import LanceStore
 from .libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, LibsqlPool, LibsqlStore, placeholders, row_tuples, transaction
 from .records import MEMORY_SCHEMA
@@ -184,7 +184,7 @@ def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> 
     try:
         started = time.perf_counter()
         FanOutWriter([LanceSink(stores.lance, [DAY], "s"), LibsqlSink(stores.libsql, [DAY], "s")]).run(
-            batches_from_embedded(memories, embedded, batch_chunks=4096)
+            batches_from_embedded(memories, embedded, STORE_BATCH_CHUNKS)
         )
         return chunks.num_rows / (time.perf_counter() - started)
     finally:

@@ -18,8 +18,12 @@ from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
-# LanceDB pays a fixed cost per commit (~0.1 s here): big write batches reach ~100k rows/s.
-DEFAULT_BATCH_CHUNKS = 4096
+# Chunks per write batch. LanceDB pays ~0.08 s per commit, so bigger batches write faster
+# (1,024 rows: 11k rows/s; 4,096: 104k rows/s), while smaller ones let embedding overlap
+# more of the writing; 2,048 measured best end to end (BENCHMARKS.md).
+DEFAULT_BATCH_CHUNKS = 2048
+# Writing vectors already computed (the Dagster writer ops): nothing to overlap, go big.
+STORE_BATCH_CHUNKS = 8192
 
 
 @dataclass
