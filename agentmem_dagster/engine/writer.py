@@ -19,7 +19,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
@@ -174,7 +174,6 @@ class WriteStats:
     memories: int = 0
     retries: int = 0
     seconds: float = 0.0
-    store_seconds: dict = field(default_factory=dict)
 
 
 _DONE = object()
@@ -212,7 +211,7 @@ class FanOutWriter:
             self.lease.release()
 
     def _run(self, batches: Iterable[Batch]) -> WriteStats:
-        stats = WriteStats(store_seconds={sink.name: 0.0 for sink in self.sinks})
+        stats = WriteStats()
         started = time.perf_counter()
         in_flight = threading.BoundedSemaphore(self.max_in_flight)
         queues = {sink.name: queue.Queue(maxsize=self.max_in_flight) for sink in self.sinks}
@@ -231,13 +230,11 @@ class FanOutWriter:
                     in_flight_release(item)
                     continue
                 try:
-                    t0 = time.perf_counter()
                     retries = self.retry.call(
                         lambda: sink.write(item), f"writing batch {item.index} to {sink.name}", self.on_retry
                     )
                     with lock:
                         stats.retries += retries
-                        stats.store_seconds[sink.name] += time.perf_counter() - t0
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller below
                     with lock:
                         failure.append(exc)
