@@ -100,6 +100,13 @@ def placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+def _days_clause(days: Sequence[str] | None) -> tuple[str, list]:
+    """` WHERE day IN (...)` and its parameters; nothing for all days."""
+    if days is None:
+        return "", []
+    return f" WHERE day IN ({placeholders(len(days))})", list(days)
+
+
 def row_tuples(table: pa.Table, columns: Sequence[str], ingest_id: str) -> list[tuple]:
     """Rows of `columns` from `table`; a trailing `ingest_id` column is filled with the stamp."""
     data = [table.column(c).to_pylist() for c in columns[:-1]]
@@ -295,13 +302,9 @@ class LibsqlStore:
         return len(records)
 
     def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
+        where, params = _days_clause(days)
         with self.pool.connection() as conn:
-            if days is None:
-                rows = conn.execute("SELECT chunk_id FROM chunks").fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT chunk_id FROM chunks WHERE day IN ({placeholders(len(days))})", list(days)
-                ).fetchall()
+            rows = conn.execute(f"SELECT chunk_id FROM chunks{where}", params).fetchall()
         return [r[0] for r in rows]
 
     def memories_by_id(self, memory_ids: Sequence[str]) -> dict[str, dict]:
@@ -323,19 +326,15 @@ class LibsqlStore:
 
     def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:
         columns = ["day", "file", "line", "raw", "reason"]
-        sql = f"SELECT {select_list(columns)} FROM quarantine"
-        params: list = []
-        if days is not None:
-            sql += f" WHERE day IN ({placeholders(len(days))})"
-            params = list(days)
+        where, params = _days_clause(days)
         with self.pool.connection() as conn:
-            rows = conn.execute(sql + " ORDER BY day, file, line", params).fetchall()
+            rows = conn.execute(
+                f"SELECT {select_list(columns)} FROM quarantine{where} ORDER BY day, file, line", params
+            ).fetchall()
         return [decode_row(columns, r) for r in rows]
 
     def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
-        where, params = "", []
-        if days is not None:
-            where, params = f" WHERE day IN ({placeholders(len(days))})", list(days)
+        where, params = _days_clause(days)
         with self.pool.connection() as conn:
             return {
                 table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
