@@ -15,6 +15,7 @@ from pathlib import Path
 from .engine.settings import Settings
 
 RUN_TAG = "agentmem/invocation"
+MODES = ("hybrid", "vector", "text")  # engine.search.MODES, without importing the engine here
 
 
 def _day(value: str) -> str:
@@ -207,7 +208,8 @@ def cmd_search(args) -> int:
     try:
         result = search(
             engine.embedder, engine.lance, engine.libsql, args.query,
-            user_id=args.user, agent_id=args.agent, session_id=args.session, k=args.k,
+            user_id=args.user, agent_id=args.agent, session_id=args.session,
+            since=args.since, until=args.until, k=args.k, mode=args.mode,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -221,6 +223,46 @@ def cmd_search(args) -> int:
     for rank, hit in enumerate(result.hits, 1):
         text = hit.content if len(hit.content) <= 200 else hit.content[:199] + "…"
         print(f"{rank:>2}. {hit.score:.3f}  {hit.created_at}  [{hit.session_id or '-'}] {text}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from .engine.evaluation import evaluate, read_questions
+    from .engine.memory import MemoryEngine
+    from .engine.search import search
+
+    try:
+        questions = read_questions(args.qa)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    engine = MemoryEngine.from_env()
+    bar = tqdm(total=len(questions) * len(args.mode), unit="question", desc="eval", file=sys.stderr, disable=args.json)
+
+    def ranked_ids(question: dict, mode: str) -> list[str]:
+        bar.update(1)
+        hits = search(
+            engine.embedder, engine.lance, engine.libsql, question["question"],
+            user_id=question["user_id"], k=args.k, mode=mode,
+        ).hits
+        return [hit.memory_id for hit in hits]
+
+    try:
+        results = {mode: evaluate(questions, lambda q, m=mode: ranked_ids(q, m)) for mode in args.mode}
+    finally:
+        bar.close()
+        engine.close()
+    # the first mode's figures at the top level (the contract's keys), every mode under "modes"
+    doc = {**results[args.mode[0]], "k": args.k, "mode": args.mode[0], "modes": results}
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"{doc['n']} questions from {args.qa}, top {args.k}")
+    for mode, figures in results.items():
+        print(f"  {mode:<7} " + "  ".join(f"{key} {figures[key]:.3f}" for key in ("hit@1", "hit@5", "hit@10", "mrr")))
+        for name, cat in figures.get("categories", {}).items():
+            print(f"    {name:<12} n={cat['n']:<4} hit@1 {cat['hit@1']:.3f}  hit@5 {cat['hit@5']:.3f}  mrr {cat['mrr']:.3f}")
     return 0
 
 
@@ -241,19 +283,26 @@ def cmd_stats(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .engine.demo import write_demo_landing
+    from .engine.demo import demo_questions, write_demo_landing
 
-    landing = Settings.from_env().landing
+    settings = Settings.from_env()
     summary = write_demo_landing(
-        landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
+        settings.landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
     )
+    if args.memories >= 200:  # every planted fact is in the landing zone from 200 memories on
+        qa = Path(args.qa or settings.home / "demo-qa.jsonl")
+        qa.parent.mkdir(parents=True, exist_ok=True)
+        qa.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in demo_questions(args.seed)), encoding="utf-8")
+        summary["qa"] = str(qa)
     if args.json:
         _print_json(summary)
     else:
         print(
             f"wrote {summary['memories']} memories and {summary['bad_lines']} bad lines in "
             f"{summary['files']} files over {len(summary['days'])} days to {summary['landing']}\n"
-            f"next: agentmem ingest --all"
+            + (f"labelled questions about them: {summary['qa']}\n" if "qa" in summary else "")
+            + "next: agentmem ingest --all"
+            + (f", then agentmem eval --qa {summary['qa']}" if "qa" in summary else "")
         )
     return 0
 
@@ -314,9 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--user", required=True)
     search.add_argument("--agent")
     search.add_argument("--session")
+    search.add_argument("--since", help="only memories created at or after this ISO-8601 time")
+    search.add_argument("--until", help="only memories created before this ISO-8601 time")
     search.add_argument("-k", type=int, default=10)
+    search.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid (vector + full text, fused)")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
+
+    evaluation = sub.add_parser("eval", help="retrieval quality on a labelled set of questions")
+    evaluation.add_argument("--qa", required=True, help='JSON lines: {"user_id", "question", "evidence": [memory_id, ...], "category"?}')
+    evaluation.add_argument("-k", type=int, default=10)
+    evaluation.add_argument(
+        "--mode", choices=MODES, action="append",
+        help="search mode, repeatable to compare (default: hybrid); the first one's figures are the top-level keys",
+    )
+    evaluation.add_argument("--json", action="store_true")
+    evaluation.set_defaults(func=cmd_eval)
 
     stats = sub.add_parser("stats", help="totals over all days, and whether both stores agree")
     stats.add_argument("--json", action="store_true")
@@ -327,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=14)
     demo.add_argument("--memories", type=int, default=400)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--qa", help="where to write the labelled questions (default: $AGENTMEM_HOME/demo-qa.jsonl)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo)
 
@@ -347,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "ingest" and args.start and not args.end:
         parser.error("--from needs --to")
+    if args.command == "eval":
+        args.mode = list(dict.fromkeys(args.mode or ["hybrid"]))
     return args.func(args)
 
 

@@ -56,6 +56,7 @@ def world(tmp_path_factory, static_model):
     rows = [(f"{u}-{i}", u, f"{u} likes hiking and tea, memory {i}") for u in USERS for i in range(3)]
     rows += [(f"uni-{i}", "u_alice", text) for i, text in enumerate(UNICODE)]
     ingest(_table(rows), embedder=embedder, lance=lance, libsql=libsql, days=[DAY])
+    lance.maintain()  # the full-text index, so hostile query text reaches it too
     yield embedder, lance, libsql
     libsql.pool.close()
 

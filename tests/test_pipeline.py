@@ -58,6 +58,11 @@ def test_one_day_lands_once_in_both_stores(engine):
     assert checks["stores_consistent"].partition == DAY
     meta = result.asset_materializations_for_node("raw_memories")[0].metadata
     assert meta["memories"].value == 21 and meta["quarantined"].value == 0
+    indexed = result.asset_materializations_for_node("search_index")[0].metadata
+    assert indexed["unindexed_rows"].value == 0 and "text" in indexed["created"].value
+    assert engine.lance.index_status()["text"]["indexed"] == stats["chunks"]
+    hits = search(engine.embedder, engine.lance, engine.libsql, "migration invoices", user_id="u_alice", k=3, mode="text").hits
+    assert hits[0].memory_id == "long-1"
 
 
 def test_rematerializing_a_day_replaces_it_and_leaves_other_days(engine):

@@ -4,6 +4,7 @@ and a cached re-ingest. Peak RSS is sampled while each rung runs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import platform
@@ -31,24 +32,24 @@ from .writer import FanOutWriter, LanceSink, LibsqlSink
 DAY = "2024-06-01"
 
 
-def bench_memories(n: int, seed: int = 7) -> pa.Table:
-    """`n` realistic chat turns as memory rows of one day, spread over a few users."""
+def bench_memories(n: int, seed: int = 7, *, users: int = 20, day: str = DAY, prefix: str = "bench") -> pa.Table:
+    """`n` realistic chat turns as memory rows of one day, spread over `users` users."""
     texts = chat_turns(n, seed=seed)
-    base_us = 1717200000000000
+    base_us = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
     rows = {name: [] for name in MEMORY_SCHEMA.names}
     for i, text in enumerate(texts):
-        rows["memory_id"].append(f"bench-{i:07d}")
-        rows["user_id"].append(f"user-{i % 20}")
+        rows["memory_id"].append(f"{prefix}-{i:07d}")
+        rows["user_id"].append(f"user-{i % users}")
         rows["agent_id"].append("assistant")
         rows["session_id"].append(f"session-{i // 12}")
         rows["role"].append("user" if i % 2 == 0 else "assistant")
         rows["content"].append(text)
-        us = base_us + i * 1_000_000
+        us = base_us + i * 86_400_000_000 // max(n, 1)  # spread over the day
         rows["created_at"].append(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us / 1e6)) + ".000000Z")
         rows["created_at_us"].append(us)
         rows["metadata"].append("{}")
         rows["content_hash"].append(hashlib.sha256(text.encode()).hexdigest())
-        rows["day"].append(DAY)
+        rows["day"].append(day)
         rows["source_file"].append("bench.jsonl")
         rows["source_line"].append(i + 1)
     return pa.table(rows, schema=MEMORY_SCHEMA)

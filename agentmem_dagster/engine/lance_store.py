@@ -17,6 +17,12 @@ LANCE_COLUMNS = [
 ]
 
 
+# Scalar indexes on what searches filter by and what writes match on.
+SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
+# Below this many rows a scoped brute-force scan is fast enough and needs no training.
+VECTOR_INDEX_MIN_ROWS = 100_000
+
+
 def sql_literal(value: str) -> str:
     """A LanceDB (DataFusion SQL) string literal that `value` cannot escape from."""
     if not isinstance(value, str):
@@ -42,6 +48,7 @@ class LanceStore:
         self.table_name = table_name
         self._db = None
         self._table = None
+        self._text_index = False
 
     @property
     def db(self):
@@ -120,9 +127,8 @@ class LanceStore:
         bad = np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)
         return {"dim": dim, "rows": len(flat), "bad_vectors": int(bad.sum())}
 
-    def search(
-        self, vector: np.ndarray, *, where: str, limit: int
-    ) -> list[dict]:
+    def search(self, vector: np.ndarray, *, where: str, limit: int) -> list[dict]:
+        """Nearest chunks to `vector` among the rows matching `where`, nearest first."""
         table = self.table()
         if table is None:
             return []
@@ -134,12 +140,90 @@ class LanceStore:
             .to_list()
         )
 
+    def text_search(self, query: str, *, where: str, limit: int) -> list[dict]:
+        """Chunks matching the words of `query` (BM25) among the rows matching `where`.
 
-def scope_filter(user_id: str, agent_id: str | None = None, session_id: str | None = None) -> str:
-    """The filter that confines a search to one user (and optionally one agent or session)."""
+        The query is matched as plain words, never parsed as query syntax. Rows written
+        since the index was last refreshed are searched too (by a scan)."""
+        from lancedb.query import MatchQuery
+
+        table = self.table()
+        if table is None or not self._has_text_index(table):
+            return []
+        return (
+            table.search(MatchQuery(query, "text"), query_type="fts")
+            .where(where, prefilter=True)
+            .limit(limit)
+            .select(["chunk_id", "memory_id", "text", "_score"])
+            .to_list()
+        )
+
+    def _has_text_index(self, table) -> bool:
+        if not self._text_index:
+            self._text_index = any(index.columns == ["text"] for index in table.list_indices())
+        return self._text_index
+
+    def maintain(self, vector_index_min_rows: int = VECTOR_INDEX_MIN_ROWS) -> dict:
+        """Create the indexes that are missing, fold new rows into them and compact fragments.
+
+        Meant to run from one place after writes (the `search_index` asset), never from
+        each writer: concurrent optimizes would only conflict."""
+        from lancedb.index import FTS, BTree, IvfPq
+
+        table = self.table()
+        if table is None:
+            return {"rows": 0, "created": [], "indexes": {}}
+        existing = {tuple(index.columns)[0] for index in table.list_indices()}
+        created = []
+        for column in SCALAR_INDEXES:
+            if column not in existing:
+                table.create_index(column, config=BTree())
+                created.append(column)
+        if "text" not in existing:
+            table.create_index("text", config=FTS(with_position=False))
+            created.append("text")
+        rows = table.count_rows()
+        if "vector" not in existing and rows >= vector_index_min_rows:
+            dim = table.schema.field("vector").type.list_size
+            # ~4k rows per partition; sub-vectors of 8 dimensions keep recall high for 256-384 d.
+            table.create_index("vector", config=IvfPq(num_partitions=max(1, rows // 4096), num_sub_vectors=dim // 8))
+            created.append("vector")
+        table.optimize()  # compaction, new rows into every index, old versions pruned
+        self._text_index = True
+        return {"rows": rows, "created": created, "indexes": self.index_status()}
+
+    def index_status(self) -> dict[str, dict]:
+        """Per indexed column: index type, rows indexed and rows not yet indexed."""
+        table = self.table()
+        if table is None:
+            return {}
+        out = {}
+        for index in table.list_indices():
+            stats = table.index_stats(index.name)
+            out[index.columns[0]] = {
+                "type": stats.index_type,
+                "indexed": stats.num_indexed_rows,
+                "unindexed": stats.num_unindexed_rows,
+            }
+        return out
+
+
+def scope_filter(
+    user_id: str,
+    agent_id: str | None = None,
+    session_id: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> str:
+    """The filter that confines a search to one user (and optionally one agent, one
+    session, and `since_us <= created_at_us < until_us`)."""
     clauses = [f"user_id = {sql_literal(user_id)}"]
     if agent_id is not None:
         clauses.append(f"agent_id = {sql_literal(agent_id)}")
     if session_id is not None:
         clauses.append(f"session_id = {sql_literal(session_id)}")
+    if since_us is not None:
+        clauses.append(f"created_at_us >= {int(since_us)}")
+    if until_us is not None:
+        clauses.append(f"created_at_us < {int(until_us)}")
     return " AND ".join(clauses)

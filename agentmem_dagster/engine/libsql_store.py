@@ -333,6 +333,11 @@ class LibsqlStore:
             ).fetchall()
         return [decode_row(columns, r) for r in rows]
 
+    def days(self) -> list[str]:
+        """The days that hold memories, in order."""
+        with self.pool.connection() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT day FROM memories ORDER BY day").fetchall()]
+
     def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
         where, params = _days_clause(days)
         with self.pool.connection() as conn:

@@ -192,6 +192,14 @@ def _parse_timestamp(value: str) -> tuple[str, int]:
     return text, micros
 
 
+def timestamp_micros(value: str) -> int:
+    """Microseconds since the epoch of an ISO-8601 time, as stored in `created_at_us`."""
+    try:
+        return _parse_timestamp(value)[1]
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"not an ISO-8601 time: {value!r} ({exc})") from None
+
+
 def _memory_id(user_id: str, normalised_created_at: str, content: str) -> str:
     joined = "\x1f".join((user_id, normalised_created_at, content))
     return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]

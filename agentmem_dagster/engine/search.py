@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .embedding import Embedder
 from .lance_store import LanceStore, scope_filter
 from .libsql_store import LibsqlStore
+from .records import timestamp_micros
 
 MAX_QUERY_CHARS = 10_000
 
@@ -35,6 +36,27 @@ class SearchResult:
     dropped: int = 0  # vector hits whose memory LibSQL does not hold (never shown)
 
 
+MODES = ("hybrid", "vector", "text")
+RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al., 2009)
+
+
+def distinct_memories(rows: list[dict]) -> list[dict]:
+    """Chunk rows reduced to the best chunk of each memory, order kept."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        best.setdefault(row["memory_id"], row)
+    return list(best.values())
+
+
+def reciprocal_rank_fusion(*rankings: list[str], k: int = RRF_K) -> list[tuple[str, float]]:
+    """Ids ranked by the sum over rankings of 1 / (k + rank); ties keep first-seen order."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, 1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: -item[1])
+
+
 def search(
     embedder: Embedder,
     lance: LanceStore,
@@ -44,32 +66,57 @@ def search(
     user_id: str,
     agent_id: str | None = None,
     session_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
     k: int = 10,
+    mode: str = "hybrid",
 ) -> SearchResult:
-    """The `k` best distinct memories of `user_id` for `query`, best first."""
+    """The `k` best distinct memories of `user_id` for `query`, best first.
+
+    `since`/`until` (ISO-8601) bound `created_at`, `until` exclusive. `mode` is "hybrid"
+    (vector and full-text rankings fused by RRF), "vector" or "text". Scores are the
+    cosine similarity for "vector", BM25 for "text" and the RRF sum for "hybrid"."""
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("user_id is required")
-    if not query or not query.strip():
+    if not isinstance(query, str) or not query.strip():
         raise ValueError("query must not be empty")
     if not 1 <= k <= 1000:
         raise ValueError("k must be between 1 and 1000")
-    where = scope_filter(user_id, agent_id, session_id)
-    vector = embedder.embed([query[:MAX_QUERY_CHARS]])[0]
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    since_us = timestamp_micros(since) if since else None
+    until_us = timestamp_micros(until) if until else None
+    where = scope_filter(user_id, agent_id, session_id, since_us, until_us)
+    query = query[:MAX_QUERY_CHARS]
     # Several chunks of one memory may rank high: over-fetch so k distinct memories remain.
-    rows = lance.search(vector, where=where, limit=k * 4)
-    best: dict[str, dict] = {}
-    for row in rows:
-        best.setdefault(row["memory_id"], row)
-    records = libsql.memories_by_id(list(best))
+    vector_rows = text_rows = []
+    if mode != "text":
+        vector_rows = distinct_memories(lance.search(embedder.embed([query])[0], where=where, limit=k * 4))
+    if mode != "vector":
+        text_rows = distinct_memories(lance.text_search(query, where=where, limit=k * 4))
+    if mode == "vector":
+        ranked = [(row, 1.0 - row["_distance"] / 2.0) for row in vector_rows]
+    elif mode == "text":
+        ranked = [(row, row["_score"]) for row in text_rows]
+    else:
+        rows = {row["memory_id"]: row for row in reversed(text_rows + vector_rows)}  # vector's chunk wins
+        fused = reciprocal_rank_fusion([r["memory_id"] for r in vector_rows], [r["memory_id"] for r in text_rows])
+        ranked = [(rows[memory_id], score) for memory_id, score in fused]
+    return _hydrate(libsql, ranked, user_id, k)
+
+
+def _hydrate(libsql: LibsqlStore, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
+    """Hits for the ranked chunk rows, from LibSQL's full rows; rows it lacks are dropped."""
+    records = libsql.memories_by_id([row["memory_id"] for row, _ in ranked])
     hits, dropped = [], 0
-    for memory_id, row in best.items():
-        record = records.get(memory_id)
+    for row, score in ranked:
+        record = records.get(row["memory_id"])
         if record is None or record["user_id"] != user_id:
             dropped += 1
             continue
         hits.append(
             Hit(
-                memory_id=memory_id,
+                memory_id=row["memory_id"],
                 chunk_id=row["chunk_id"],
                 user_id=record["user_id"],
                 agent_id=record["agent_id"],
@@ -79,7 +126,9 @@ def search(
                 chunk_text=row["text"],
                 created_at=record["created_at"],
                 metadata=record["metadata"],
-                score=float(1.0 - row["_distance"] / 2.0),
+                score=float(score),
             )
         )
-    return SearchResult(hits=hits[:k], dropped=dropped)
+        if len(hits) == k:
+            break
+    return SearchResult(hits=hits, dropped=dropped)
