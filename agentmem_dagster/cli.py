@@ -344,6 +344,51 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_search_bench(args) -> int:
+    import tempfile
+
+    from tqdm import tqdm
+
+    from .engine.embedding import Embedder
+    from .engine.search_bench import run_search_bench
+
+    settings = Settings.from_env()
+    embedder = Embedder(settings.embed_model, settings.embed_model_path)
+    bars = []
+
+    def progress_factory(name: str, total: int):
+        if bars:
+            bars[-1].close()
+        bars.append(tqdm(total=total, desc=name, unit="row" if name.startswith("build") else "query", file=sys.stderr, leave=False, disable=args.json))
+        return bars[-1].update
+
+    with tempfile.TemporaryDirectory(prefix="agentmem-search-bench-") as tmp:
+        root = Path(args.dir or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        doc = run_search_bench(embedder, root, args.sizes, users=args.users, queries=args.queries, k=args.k, progress_factory=progress_factory)
+    if bars:
+        bars[-1].close()
+    doc["command"] = "agentmem " + " ".join(sys.argv[1:])
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"model {doc['model']}, {doc['queries']} scoped queries per mode, k={doc['k']}, {doc['machine']['cpus']} cpus: {doc['machine']['cpu']}")
+    for size in doc["sizes"]:
+        modes = "  ".join(f"{m} p50 {v['p50_ms']:.1f} / p99 {v['p99_ms']:.1f} ms" for m, v in size["modes"].items())
+        print(f"  {size['chunks']:>9,} chunks, {size['users']} users: {modes}  (indexes: {', '.join(size['indexes'])})")
+    return 0
+
+
+def _sizes(value: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of row counts: {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("sizes must be positive")
+    return sizes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentmem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,6 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ladder-only", action="store_true", help="skip the storage-only and cached re-ingest figures")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
+
+    search_bench = sub.add_parser("search-bench", help="search latency (p50, p99) per mode as the chunk table grows")
+    search_bench.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="chunk counts (default 10000,100000,1000000)")
+    search_bench.add_argument("--users", type=int, default=100, help="users the corpus is spread over; each search is scoped to one")
+    search_bench.add_argument("--queries", type=int, default=200, help="queries per mode and size")
+    search_bench.add_argument("-k", type=int, default=10)
+    search_bench.add_argument("--dir", help="keep the corpus here and reuse it on the next run (default: a temporary directory)")
+    search_bench.add_argument("--json", action="store_true")
+    search_bench.set_defaults(func=cmd_search_bench)
     return parser
 
 

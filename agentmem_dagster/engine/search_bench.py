@@ -59,7 +59,7 @@ def _vector_recall(embedder: Embedder, lance: LanceStore, queries: list[str], us
     for i, query in enumerate(queries):
         vector = embedder.embed([query])[0].astype(np.float32)
         where = scope_filter(f"user-{i % users}")
-        base = table.search(vector, vector_column_name="vector").where(where, prefilter=True).limit(k).select(["chunk_id"])
+        base = table.search(vector, vector_column_name="vector").where(where, prefilter=True).limit(k).select(["chunk_id", "_distance"])
         approx = {row["chunk_id"] for row in base.to_list()}
         exact = {row["chunk_id"] for row in base.bypass_vector_index().to_list()}
         found += len(approx & exact)
