@@ -212,3 +212,37 @@ def test_without_the_lease_the_same_race_loses_rows(stores, embedder):
     """Why the lease exists: unserialised, each run drops the other's rows at its end."""
     lance_ids, libsql_ids = _run_same_day_twice(stores, embedder, use_lease=False)
     assert len(lance_ids) < 20 or len(libsql_ids) < 20
+
+
+def test_threads_of_one_process_take_turns_instead_of_deadlocking(tmp_path):
+    """The libsql binding keeps the GIL while SQLite's busy handler waits: a second writer
+    thread waiting there would freeze the first inside its transaction until the busy
+    timeout, then fail with "database is locked". The pool makes them take turns."""
+    pool = LibsqlPool(str(tmp_path / "m.db"), size=2, busy_timeout_ms=3000)
+    LibsqlStore(pool)  # creates the schema
+    errors, inside = [], threading.Event()
+
+    def slow_writer():
+        with pool.transaction() as conn:
+            inside.set()
+            time.sleep(0.5)  # Python work inside the transaction needs the GIL to go on
+            conn.execute("INSERT INTO embedding_cache VALUES ('m', 'slow', x'00')")
+
+    def second_writer():
+        inside.wait()
+        try:
+            with pool.transaction() as conn:
+                conn.execute("INSERT INTO embedding_cache VALUES ('m', 'second', x'00')")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=slow_writer), threading.Thread(target=second_writer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and time.perf_counter() - started < 2.5
+    with pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 2
+    pool.close()

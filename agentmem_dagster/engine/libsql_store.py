@@ -160,6 +160,16 @@ def connect(url: str, auth_token: str | None = None, busy_timeout_ms: int = BUSY
     return conn
 
 
+_WRITE_LOCKS: dict[str, threading.Lock] = {}  # one per database in this process
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _write_lock(url: str) -> threading.Lock:
+    key = url if "://" in url else os.path.realpath(url)
+    with _REGISTRY_LOCK:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
+
 class LibsqlPool:
     """A fixed number of connections, opened on demand and handed out one caller at a time."""
 
@@ -196,6 +206,15 @@ class LibsqlPool:
                 return conn
         return self._idle.get()
 
+    @contextmanager
+    def transaction(self) -> Iterator:
+        """A pooled connection in a write transaction. Writers in this process take turns on
+        a lock first: the libsql binding keeps the GIL while SQLite's busy handler waits, so
+        a thread waiting there would stop the thread that holds the lock from committing
+        (a deadlock until the busy timeout). Other processes still wait in SQLite."""
+        with _write_lock(self.url), self.connection() as conn, transaction(conn):
+            yield conn
+
     def close(self) -> None:
         for conn in self._all:
             conn.close()
@@ -227,7 +246,7 @@ class LibsqlStore:
         if memories.num_rows and pc.max(pc.abs(memories["created_at_us"])).as_py() >= 2**53:
             # libsql binds larger Python ints as floats: refuse rather than lose precision
             raise ValueError("created_at_us beyond 2**53 cannot be stored exactly in LibSQL")
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             insert_rows(conn, "memories", MEMORY_COLUMNS, row_tuples(memories, MEMORY_COLUMNS, ingest_id))
             insert_rows(conn, "chunks", CHUNK_COLUMNS, row_tuples(chunks, CHUNK_COLUMNS, ingest_id))
         return chunks.num_rows
@@ -236,7 +255,7 @@ class LibsqlStore:
         """Drop the memories and chunks of `days` that the ingestion `ingest_id` did not write."""
         params = [*days, ingest_id]
         where = f"day IN ({placeholders(len(days))}) AND ingest_id != ?"
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             conn.execute(f"DELETE FROM chunks WHERE {where}", params)
             conn.execute(f"DELETE FROM memories WHERE {where}", params)
 
@@ -256,7 +275,7 @@ class LibsqlStore:
         return found
 
     def cache_vectors(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             insert_rows(
                 conn, "embedding_cache", ["model", "text_hash", "vector"],
                 [(model, h, v) for h, v in items], verb="INSERT OR IGNORE",
@@ -268,7 +287,7 @@ class LibsqlStore:
         or one past its expiry, does not block."""
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         columns = ["day", "holder", "ingest_id", "host", "pid", "expires_at"]
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             rows = conn.execute(
                 f"SELECT {', '.join(columns)} FROM day_leases WHERE day IN ({placeholders(len(days))}) AND ingest_id != ?",
                 [*days, ingest_id],
@@ -284,7 +303,7 @@ class LibsqlStore:
         return blocking
 
     def release_lease(self, days: Sequence[str], holder: str) -> None:
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             conn.execute(
                 f"DELETE FROM day_leases WHERE holder = ? AND day IN ({placeholders(len(days))})", [holder, *days]
             )
@@ -292,7 +311,7 @@ class LibsqlStore:
     def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:
         """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""
         day_params = list(days)
-        with self.pool.connection() as conn, transaction(conn):
+        with self.pool.transaction() as conn:
             conn.execute(f"DELETE FROM quarantine WHERE day IN ({placeholders(len(day_params))})", day_params)
             if records:
                 conn.executemany(

@@ -247,12 +247,22 @@ class FanOutWriter:
                 last = pending[item.index] == 0
                 if last:
                     del pending[item.index]
-            if last:
-                in_flight.release()
+            if not last:
+                return
+            in_flight.release()
+            try:
                 if self.lease is not None and item.index % 8 == 7:
-                    self.lease.renew()
+                    try:
+                        self.retry.call(self.lease.renew, "renewing the day lease", self.on_retry)
+                    except WriteError as exc:  # not fatal: the lease lasts its ttl past the last renewal
+                        if self.on_retry:
+                            self.on_retry(str(exc))
                 if self.on_batch and not stop.is_set():
                     self.on_batch(item)
+            except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
+                with lock:
+                    failure.append(exc)
+                stop.set()
 
         for sink in self.sinks:
             self.retry.call(sink.begin, f"preparing {sink.name}", self.on_retry)
