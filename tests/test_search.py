@@ -201,3 +201,11 @@ def test_hybrid_beats_vector_on_the_labelled_demo_set(tmp_path, static_model):
     parts[2].pool.close()
     assert hybrid > vector + 0.05, (hybrid, vector, text)
     assert text > 0.3  # the full-text side really ranks the evidence
+
+
+def test_a_search_before_the_first_write_finds_nothing_then_finds_the_rows(tmp_path, static_model):
+    parts = Embedder(*static_model), LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    assert search(*parts, "Pixel", user_id="ann").hits == []
+    _ingest(parts, MEMORIES[:1])
+    assert _ids(parts, "Pixel", user_id="ann") == ["m-jan"]
+    parts[2].pool.close()

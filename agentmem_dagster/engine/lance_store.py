@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -49,6 +51,7 @@ class LanceStore:
         self._db = None
         self._table = None
         self._text_index = False
+        self._async_table = None
 
     @property
     def db(self):
@@ -127,40 +130,61 @@ class LanceStore:
         bad = np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)
         return {"dim": dim, "rows": len(flat), "bad_vectors": int(bad.sum())}
 
-    def search(self, vector: np.ndarray, *, where: str, limit: int) -> list[dict]:
-        """Nearest chunks to `vector` among the rows matching `where`, nearest first."""
-        table = self.table()
+    def rankings(
+        self, *, vector: np.ndarray | None, text: str | None, where: str, limit: int
+    ) -> tuple[list[dict], list[dict]]:
+        """The chunks nearest to `vector` (with `_distance`) and the chunks matching the
+        words of `text` (BM25, with `_score`) among the rows matching `where`, best first;
+        both queries run at once, in one trip to LanceDB's event loop.
+
+        The text is matched as plain words, never parsed as query syntax. Rows written since
+        the indexes were last refreshed are searched too (by a scan)."""
+        from lancedb.background_loop import LOOP
+
+        table = self._search_table()
         if table is None:
-            return []
-        return (
-            table.search(vector.astype(np.float32), vector_column_name="vector")
-            .where(where, prefilter=True)
-            .limit(limit)
-            .select(["chunk_id", "memory_id", "text", "_distance"])
-            .to_list()
-        )
+            return [], []
+        columns = ["chunk_id", "memory_id", "text"]
 
-    def text_search(self, query: str, *, where: str, limit: int) -> list[dict]:
-        """Chunks matching the words of `query` (BM25) among the rows matching `where`.
+        async def vector_rows():
+            if vector is None:
+                return []
+            query = table.query().nearest_to(vector.astype(np.float32)).column("vector")
+            return (await query.where(where).limit(limit).select(columns + ["_distance"]).to_arrow()).to_pylist()
 
-        The query is matched as plain words, never parsed as query syntax. Rows written
-        since the index was last refreshed are searched too (by a scan)."""
-        from lancedb.query import MatchQuery
+        async def text_rows():
+            if text is None or not await self._has_text_index(table):
+                return []
+            from lancedb.query import MatchQuery
 
-        table = self.table()
-        if table is None or not self._has_text_index(table):
-            return []
-        return (
-            table.search(MatchQuery(query, "text"), query_type="fts")
-            .where(where, prefilter=True)
-            .limit(limit)
-            .select(["chunk_id", "memory_id", "text", "_score"])
-            .to_list()
-        )
+            query = table.query().nearest_to_text(MatchQuery(text, "text"))
+            return (await query.where(where).limit(limit).select(columns + ["_score"]).to_arrow()).to_pylist()
 
-    def _has_text_index(self, table) -> bool:
+        async def both():
+            return await asyncio.gather(vector_rows(), text_rows())
+
+        found_vector, found_text = LOOP.run(both())
+        return found_vector, found_text
+
+    def _search_table(self):
+        """The table through LanceDB's async API (one event-loop trip per search instead of
+        one per builder call), reading the latest version on every query."""
+        if self._async_table is None:
+            import lancedb
+            from lancedb.background_loop import LOOP
+
+            async def open_table():
+                db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0))
+                if self.table_name not in (await db.list_tables()).tables:
+                    return None
+                return await db.open_table(self.table_name)
+
+            self._async_table = LOOP.run(open_table())  # None until the first write creates it
+        return self._async_table
+
+    async def _has_text_index(self, table) -> bool:
         if not self._text_index:
-            self._text_index = any(index.columns == ["text"] for index in table.list_indices())
+            self._text_index = any(index.columns == ["text"] for index in await table.list_indices())
         return self._text_index
 
     def maintain(self, vector_index_min_rows: int = VECTOR_INDEX_MIN_ROWS) -> dict:

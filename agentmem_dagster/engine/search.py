@@ -93,11 +93,13 @@ def search(
     where = scope_filter(user_id, agent_id, session_id, since_us, until_us)
     query = query[:MAX_QUERY_CHARS]
     # Several chunks of one memory may rank high: over-fetch so k distinct memories remain.
-    vector_rows = text_rows = []
-    if mode != "text":
-        vector_rows = distinct_memories(lance.search(embedder.embed([query])[0], where=where, limit=k * 4))
-    if mode != "vector":
-        text_rows = distinct_memories(lance.text_search(query, where=where, limit=k * 4))
+    vector_rows, text_rows = lance.rankings(
+        vector=embedder.embed([query])[0] if mode != "text" else None,
+        text=query if mode != "vector" else None,
+        where=where,
+        limit=k * 4,
+    )
+    vector_rows, text_rows = distinct_memories(vector_rows), distinct_memories(text_rows)
     if mode == "vector":
         ranked = [(row, 1.0 - row["_distance"] / 2.0) for row in vector_rows]
     elif mode == "text":
