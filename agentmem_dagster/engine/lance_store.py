@@ -21,8 +21,13 @@ LANCE_COLUMNS = [
 
 # Scalar indexes on what searches filter by and what writes match on.
 SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
-# Below this many rows a scoped brute-force scan is fast enough and needs no training.
+# Below this many rows a brute-force scan is fast enough and needs no training.
 VECTOR_INDEX_MIN_ROWS = 100_000
+# A search whose scope (one user, maybe one agent, session or time range) holds at most this
+# many rows ignores the vector index and ranks them exactly: an IVF index probed under a
+# filter that narrow misses many of the true neighbours (recall@10 0.49 at 1M rows, 100 users).
+EXACT_SEARCH_MAX_ROWS = 50_000
+VECTOR_NPROBES, VECTOR_REFINE = 32, 4  # wider scopes: more partitions, re-ranked on full vectors
 
 
 def sql_literal(value: str) -> str:
@@ -50,7 +55,6 @@ class LanceStore:
         self.table_name = table_name
         self._db = None
         self._table = None
-        self._text_index = False
         self._async_table = None
 
     @property
@@ -146,14 +150,19 @@ class LanceStore:
             return [], []
         columns = ["chunk_id", "memory_id", "text"]
 
-        async def vector_rows():
+        async def vector_rows(indexed: set[str]):
             if vector is None:
                 return []
             query = table.query().nearest_to(vector.astype(np.float32)).column("vector")
+            if "vector" in indexed:
+                if await table.count_rows(where) <= EXACT_SEARCH_MAX_ROWS:
+                    query = query.bypass_vector_index()  # exact, and fast enough at this size
+                else:
+                    query = query.nprobes(VECTOR_NPROBES).refine_factor(VECTOR_REFINE)
             return (await query.where(where).limit(limit).select(columns + ["_distance"]).to_arrow()).to_pylist()
 
-        async def text_rows():
-            if text is None or not await self._has_text_index(table):
+        async def text_rows(indexed: set[str]):
+            if text is None or "text" not in indexed:
                 return []
             from lancedb.query import MatchQuery
 
@@ -161,7 +170,8 @@ class LanceStore:
             return (await query.where(where).limit(limit).select(columns + ["_score"]).to_arrow()).to_pylist()
 
         async def both():
-            return await asyncio.gather(vector_rows(), text_rows())
+            indexed = {index.columns[0] for index in await table.list_indices()}
+            return await asyncio.gather(vector_rows(indexed), text_rows(indexed))
 
         found_vector, found_text = LOOP.run(both())
         return found_vector, found_text
@@ -181,11 +191,6 @@ class LanceStore:
 
             self._async_table = LOOP.run(open_table())  # None until the first write creates it
         return self._async_table
-
-    async def _has_text_index(self, table) -> bool:
-        if not self._text_index:
-            self._text_index = any(index.columns == ["text"] for index in await table.list_indices())
-        return self._text_index
 
     def maintain(self, vector_index_min_rows: int = VECTOR_INDEX_MIN_ROWS) -> dict:
         """Create the indexes that are missing, fold new rows into them and compact fragments.
@@ -213,7 +218,6 @@ class LanceStore:
             table.create_index("vector", config=IvfPq(num_partitions=max(1, rows // 4096), num_sub_vectors=dim // 8))
             created.append("vector")
         table.optimize()  # compaction, new rows into every index, old versions pruned
-        self._text_index = True
         return {"rows": rows, "created": created, "indexes": self.index_status()}
 
     def index_status(self) -> dict[str, dict]:
