@@ -145,6 +145,7 @@ def test_index_life_cycle(tmp_path, static_model, monkeypatch):
     report = lance.maintain(vector_index_min_rows=300)
     assert report["created"] == ["vector"] and report["indexes"]["vector"]["unindexed"] == 0
     assert _ids(parts, "cat Pixel vacuum", user_id="ann", mode="vector", k=3)[0] in {"m-feb", "m-jan", "m-mar"}
+    assert len(_ids(parts, "cat", user_id="ann", mode="vector", k=10)) == 4  # a small scope comes back whole
     exact = _ids(parts, "note 7 about topic 7", user_id="cal", mode="vector", k=5)
     monkeypatch.setattr(lance_store, "EXACT_SEARCH_MAX_ROWS", 0)  # now through the IVF index
     assert _ids(parts, "note 7 about topic 7", user_id="cal", mode="vector", k=5)[0] == exact[0]

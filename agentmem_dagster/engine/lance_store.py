@@ -23,11 +23,12 @@ LANCE_COLUMNS = [
 SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
 # Below this many rows a brute-force scan is fast enough and needs no training.
 VECTOR_INDEX_MIN_ROWS = 100_000
-# A search whose scope (one user, maybe one agent, session or time range) holds at most this
-# many rows ignores the vector index and ranks them exactly: an IVF index probed under a
-# filter that narrow misses many of the true neighbours (recall@10 0.49 at 1M rows, 100 users).
-EXACT_SEARCH_MAX_ROWS = 50_000
-VECTOR_NPROBES, VECTOR_REFINE = 32, 4  # wider scopes: more partitions, re-ranked on full vectors
+# The IVF-PQ index answers within the partitions it probes, so a scope with few rows (a
+# new user) could come back short: at most this many rows are ranked exactly instead.
+EXACT_SEARCH_MAX_ROWS = 5_000
+# Probed partitions, and how many times k candidates are re-ranked on the full vectors: PQ
+# distances alone found 38% of the true top 10 at 1M rows; refining 20x finds 96% (BENCHMARKS.md).
+VECTOR_NPROBES, VECTOR_REFINE = 20, 20
 
 
 def sql_literal(value: str) -> str:
@@ -156,7 +157,7 @@ class LanceStore:
             query = table.query().nearest_to(vector.astype(np.float32)).column("vector")
             if "vector" in indexed:
                 if await table.count_rows(where) <= EXACT_SEARCH_MAX_ROWS:
-                    query = query.bypass_vector_index()  # exact, and fast enough at this size
+                    query = query.bypass_vector_index()
                 else:
                     query = query.nprobes(VECTOR_NPROBES).refine_factor(VECTOR_REFINE)
             return (await query.where(where).limit(limit).select(columns + ["_distance"]).to_arrow()).to_pylist()
