@@ -174,8 +174,7 @@ class LanceStore:
             indexed = {index.columns[0] for index in await table.list_indices()}
             return await asyncio.gather(vector_rows(indexed), text_rows(indexed))
 
-        found_vector, found_text = LOOP.run(both())
-        return found_vector, found_text
+        return tuple(LOOP.run(both()))
 
     def _search_table(self):
         """The table through LanceDB's async API (one event-loop trip per search instead of
