@@ -10,6 +10,7 @@ import pytest
 from agentmem_dagster.engine import libsql_store
 from agentmem_dagster.engine.chunking import chunk_memories
 from agentmem_dagster.engine.embedding import Embedder
+from agentmem_dagster.engine.errors import StoreUnavailable
 from agentmem_dagster.engine.ingest import embedded_batches, ingest
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
@@ -119,7 +120,9 @@ def test_a_lock_that_never_clears_fails_with_a_clear_error(stores, embedder):
     blocker.execute("BEGIN IMMEDIATE")
     writer = FanOutWriter([LibsqlSink(libsql, [DAY], "run1")], retry=RetryPolicy(attempts=3, base_delay=0.01))
     table = memories(5)
-    with pytest.raises(WriteError, match=r"writing batch 0 to libsql failed after 3 attempt\(s\).*database is locked"):
+    with pytest.raises(
+        StoreUnavailable, match=r"writing batch 0 to libsql failed after 3 attempt\(s\).*is locked.*AGENTMEM_LIBSQL_URL"
+    ):
         writer.run(embedded_batches(table, chunk_memories(table, embedder.tokenizer, 256), embedder))
     blocker.execute("ROLLBACK")
     blocker.close()
