@@ -2,8 +2,12 @@
 cause instead of a stack trace (the UI keeps the trace, and so does `--log-level DEBUG`)."""
 
 import logging
+import re
 
 import dagster as dg
+
+
+STACK_TRACE = re.compile(r"\n*Stack Trace:\n(?:(?:  .*)?\n)*")
 
 
 def error_text(error) -> str:
@@ -18,11 +22,14 @@ def error_text(error) -> str:
 
 
 def _one_line_failures(record: logging.LogRecord) -> bool:
+    """Replace the error Dagster appends to a failure event by its cause in one line, and drop
+    any stack trace left in the message itself (a child process's error is quoted there)."""
+    text = record.getMessage()
     event = getattr(record, "dagster_event", None)
     error = getattr(event.event_specific_data, "error", None) if event is not None else None
     if error is not None:
-        record.msg = f"{record.getMessage().split(chr(10) * 2, 1)[0]} {error_text(error)}"
-        record.args = ()
+        text = text.split("\n\n", 1)[0] + " " + error_text(error)
+    record.msg, record.args = STACK_TRACE.sub("\n", text).strip(), ()
     return True
 
 
