@@ -105,9 +105,14 @@ def test_an_unreachable_lancedb_uri_fails_the_run_naming_the_setting(agentmem_ho
     write_landing(settings.landing, NEW_DAY, landed(NEW_DAY, 30))
     (agentmem_home / "a-file").write_text("not a directory")
 
-    out, _ = failing_ingest(NEW_DAY, {"AGENTMEM_LANCEDB_URI": str(agentmem_home / "a-file" / "lancedb")})
+    env = {"AGENTMEM_LANCEDB_URI": str(agentmem_home / "a-file" / "lancedb")}
+    out, _ = failing_ingest(NEW_DAY, env)
     assert "cannot be opened or reached" in out["error"] and "AGENTMEM_LANCEDB_URI" in out["error"]
     assert contents(settings) == before
+
+    stats = subprocess.run([AGENTMEM, "stats", "--json"], capture_output=True, text=True, env={**os.environ, **env})
+    assert (stats.returncode, stats.stdout) == (1, "")
+    assert f"agentmem: {out['error']}" in stats.stderr and "Traceback" not in stats.stderr
 
 
 def test_an_object_store_that_cannot_be_reached_names_the_setting(monkeypatch):

@@ -47,8 +47,8 @@ def raw_memories(
         )
     memories = pa.concat_tables(tables) if tables else MEMORY_SCHEMA.empty_table()
     # The first write of the run: fail before it if the model or a store cannot serve the run.
-    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories,
-              staging=Path(context.resources.io_manager.base_dir))
+    staging = getattr(context.resources.io_manager, "base_dir", None)
+    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=staging and Path(staging))
     libsql.store.replace_quarantine(days, quarantine)
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record.file}:{record.line}: {record.reason}")
