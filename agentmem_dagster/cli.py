@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .engine.errors import StoreUnavailable
 from .engine.settings import Settings
 
 RUN_TAG = "agentmem/invocation"
@@ -122,6 +123,16 @@ def _stage_seconds(result) -> dict[str, float]:
     return out
 
 
+def _step_failures(result) -> list[tuple[str, str]]:
+    from .console import error_text
+
+    return [
+        (event.step_key, error_text(event.step_failure_data.error) if event.step_failure_data.error else "")
+        for event in result.all_events
+        if event.is_step_failure
+    ]
+
+
 def cmd_ingest(args) -> int:
     settings = Settings.from_env()
     try:
@@ -158,10 +169,15 @@ def cmd_ingest(args) -> int:
         from .resources.staging import drop_run_outputs
 
         drop_run_outputs(str(settings.staging), result.run_id)
+    failures = _step_failures(result)
     engine = MemoryEngine(settings)
     stage_seconds = _stage_seconds(result)
     try:
         stats = engine.stats(days)
+    except StoreUnavailable:  # the stores the run could not use cannot be counted either
+        if result.success:
+            raise
+        stats = dict.fromkeys(["memories", "quarantined", "chunks", "lancedb_rows", "libsql_rows", "consistent"])
     finally:
         engine.close()
     doc = {
@@ -175,7 +191,7 @@ def cmd_ingest(args) -> int:
         "libsql_rows": stats["libsql_rows"],
         "consistent": stats["consistent"],
         "seconds": round(seconds, 3),
-        "memories_per_s": round(stats["memories"] / seconds, 1) if seconds else 0.0,
+        "memories_per_s": round((stats["memories"] or 0) / seconds, 1) if seconds else 0.0,
         # the engine's own time inside the run: the stages in sequence, the two writers in parallel
         "engine_seconds": round(
             sum(v for k, v in stage_seconds.items() if not k.endswith("_memories"))
@@ -183,20 +199,20 @@ def cmd_ingest(args) -> int:
             3,
         ),
         "stage_seconds": stage_seconds,
+        "error": failures[0][1] if failures else None,
     }
     if args.json:
         _print_json(doc)
+    elif doc["memories"] is None:
+        print(f"{doc['status']}: {len(days)} day(s) in {doc['seconds']}s; run {doc['run_id']}")
     else:
         print(
             f"{doc['status']}: {len(days)} day(s), {doc['memories']} memories, {doc['chunks']} chunks, "
             f"{doc['quarantined']} quarantined in {doc['seconds']}s ({doc['memories_per_s']} memories/s); "
             f"run {doc['run_id']}"
         )
-    if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                error = event.step_failure_data.error
-                print(f"agentmem: step {event.step_key} failed: {error.message.strip() if error else ''}", file=sys.stderr)
+    for step, text in failures:
+        print(f"agentmem: step {step} failed: {text}", file=sys.stderr)
     return 0 if result.success else 1
 
 
@@ -466,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--from needs --to")
     if args.command == "eval":
         args.mode = list(dict.fromkeys(args.mode or ["hybrid"]))
-    return args.func(args)
+    try:
+        return args.func(args)
+    except StoreUnavailable as exc:
+        return _fail(str(exc), 1)
 
 
 if __name__ == "__main__":

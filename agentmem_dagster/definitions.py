@@ -6,6 +6,7 @@ import dagster as dg
 
 from .assets import ASSETS, CHECKS
 from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
+from .console import console_logger
 from .engine.settings import Settings
 from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, StagingIOManager
 
@@ -46,4 +47,5 @@ defs = dg.Definitions(
     sensors=[landing_sensor, clean_staging],
     resources=build_resources(),
     executor=executor,
+    loggers={"console": console_logger},
 )

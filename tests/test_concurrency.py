@@ -1,5 +1,6 @@
 """Concurrent runs: different days in parallel lose nothing; the same day twice at once ends
-with its rows present once (the second run waits for the first's lease)."""
+with its rows present once (the second run waits for the first's lease), also when one of the
+runs is a backfill of a range of days and the other the schedule's run of one of them."""
 
 import datetime as dt
 import json
@@ -9,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
+
 from agentmem_dagster.engine.demo import write_demo_landing
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.memory import MemoryEngine
+from agentmem_dagster.engine.records import read_landing_day
 
 AGENTMEM = str(Path(sys.executable).parent / "agentmem")
 
@@ -64,3 +68,63 @@ def test_a_lease_blocks_other_runs_until_released_but_not_after_its_process_died
         conn.execute("UPDATE day_leases SET pid = ?, expires_at = ?", [dead.pid, time.time() + 600])
     assert store.try_lease(["2024-06-01"], "run-c", "run-c:both", ttl=60) == []
     store.pool.close()
+
+
+# One run in its own process, as the daemons would launch it: the schedule's RunRequest for
+# the day its tick covers, or a backfill of a range of days (single-run backfill policy).
+LAUNCH = """
+import datetime as dt, json, sys
+import dagster as dg
+from agentmem_dagster.automation import daily_ingest_schedule
+from agentmem_dagster.cli import ingest_job
+
+if sys.argv[1] == "schedule":
+    tick = dt.datetime.fromisoformat(sys.argv[2])
+    request = daily_ingest_schedule(dg.build_schedule_context(scheduled_execution_time=tick))
+    tags = {**request.tags, "dagster/schedule_name": "daily_ingest_schedule", "dagster/partition": request.partition_key}
+else:
+    tags = {"dagster/backfill": "test", "dagster/asset_partition_range_start": sys.argv[2],
+            "dagster/asset_partition_range_end": sys.argv[3]}
+with dg.DagsterInstance.get() as instance:
+    result = dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags=tags, raise_on_error=False)
+print(json.dumps({"run_id": result.run_id, "success": result.success, "tags": tags}))
+"""
+
+
+def test_a_backfill_beside_a_scheduled_run_of_one_of_its_days(agentmem_home):
+    demo = write_demo_landing(agentmem_home / "landing", start=dt.date(2024, 6, 1), days=3, memories=240)
+    days = demo["days"]
+    with dg.DagsterInstance.get() as instance:  # create the instance's storage once, before the runs
+        instance.get_runs(limit=1)
+    launches = [
+        [sys.executable, "-c", LAUNCH, "backfill", days[0], days[-1]],
+        [sys.executable, "-c", LAUNCH, "schedule", f"{days[2]}T00:15:00+00:00"],  # the tick for days[1]
+    ]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in launches]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=900)
+        assert proc.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.splitlines()[-1]))
+    assert [out["success"] for out in outs] == [True, True]
+    assert outs[1]["tags"]["dagster/partition"] == days[1]
+
+    with dg.DagsterInstance.get() as instance:
+        records = [instance.get_run_record_by_id(out["run_id"]) for out in outs]
+        assert max(r.start_time for r in records) < min(r.end_time for r in records)  # they did overlap
+        for out in outs:
+            checks = instance.get_records_for_run(out["run_id"], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in checks.records]
+            assert {e.check_name for e in evaluations} == {"stores_consistent", "vectors_sane"}
+            assert all(e.passed for e in evaluations)
+
+    engine = MemoryEngine.from_env()
+    for day in days:
+        expected = read_landing_day(engine.settings.landing, day).memories
+        lance_ids = engine.lance.chunk_ids([day])
+        assert len(lance_ids) == len(set(lance_ids)) == engine.stats([day])["chunks"] > 0
+        assert sorted(lance_ids) == sorted(engine.libsql.chunk_ids([day]))
+        stored = engine.libsql.memories_by_id(expected["memory_id"].to_pylist())
+        assert len(stored) == engine.stats([day])["memories"] == expected.num_rows  # each memory once
+    assert engine.stats()["consistent"]
+    engine.close()

@@ -31,5 +31,9 @@ def test_length_sorted_batches_keep_input_order(onnx_model):
 def test_a_missing_model_directory_names_the_setting(tmp_path):
     import pytest
 
-    with pytest.raises(FileNotFoundError, match="AGENTMEM_EMBED_MODEL_PATH"):
+    from agentmem_dagster.engine.errors import StoreUnavailable
+
+    with pytest.raises(StoreUnavailable, match="nowhere.*cannot be loaded.*AGENTMEM_EMBED_MODEL_PATH"):
         Embedder("sentence-transformers/all-MiniLM-L6-v2", str(tmp_path / "nowhere")).embed(["x"])
+    with pytest.raises(StoreUnavailable, match="'no/such-model' .* cannot be loaded.*not supported.*AGENTMEM_EMBED_MODEL"):
+        Embedder("no/such-model", str(tmp_path)).embed(["x"])

@@ -1,14 +1,16 @@
 """raw_memories and memory_chunks: landing files validated, then chunked to the model's window."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine.chunking import CHUNK_SCHEMA, chunk_memories
+from ..engine.preflight import preflight
 from ..engine.records import MEMORY_SCHEMA, read_landing_day
-from ..resources import EmbedderResource, LandingZone, LibSQLResource
+from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource
 from .metadata import preview
 from .partitions import daily_partitions, single_run_backfill
 
@@ -22,7 +24,11 @@ from .partitions import daily_partitions, single_run_backfill
     "quarantine with their reason, duplicate memory_ids keep the last record.",
 )
 def raw_memories(
-    context: dg.AssetExecutionContext, landing: LandingZone, libsql: LibSQLResource
+    context: dg.AssetExecutionContext,
+    landing: LandingZone,
+    embedder: EmbedderResource,
+    lancedb: LanceDBResource,
+    libsql: LibSQLResource,
 ) -> dg.Output[pa.Table]:
     started = time.perf_counter()
     days = context.partition_keys
@@ -40,6 +46,9 @@ def raw_memories(
             f"{len(landed.quarantine)} quarantined"
         )
     memories = pa.concat_tables(tables) if tables else MEMORY_SCHEMA.empty_table()
+    # The first write of the run: fail before it if the model or a store cannot serve the run.
+    staging = getattr(context.resources.io_manager, "base_dir", None)
+    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=staging and Path(staging))
     libsql.store.replace_quarantine(days, quarantine)
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record.file}:{record.line}: {record.reason}")

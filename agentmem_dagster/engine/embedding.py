@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import StoreUnavailable, detail
+
 # Texts per model call, by measurement here (BENCHMARKS.md): a transformer is fastest with
 # small length-sorted batches (8-32 alike, 64+ slower); a static model with large ones
 # (16 -> ~1k texts/s, 1024 -> ~5k texts/s), its per-call overhead dominating.
@@ -29,13 +31,18 @@ def load_model(model_name: str, model_path: str | None = None, threads: int | No
         if key not in _MODELS:
             from fastembed import TextEmbedding  # heavy import: only where a model is needed
 
-            if model_path and not os.path.isdir(model_path):
-                raise FileNotFoundError(
-                    f"embedding model directory {model_path!r} does not exist "
-                    "(set AGENTMEM_EMBED_MODEL_PATH to a fastembed model directory, or unset it)"
-                )
-            kwargs = {"specific_model_path": model_path} if model_path else {}
-            _MODELS[key] = TextEmbedding(model_name, threads=threads, **kwargs)
+            try:
+                if model_path and not os.path.isdir(model_path):
+                    raise FileNotFoundError(f"no directory {model_path!r}")
+                kwargs = {"specific_model_path": model_path} if model_path else {}
+                _MODELS[key] = TextEmbedding(model_name, threads=threads, **kwargs)
+            except Exception as exc:
+                where = f" from {model_path!r}" if model_path else ""
+                raise StoreUnavailable(
+                    f"the embedding model {model_name!r}{where} cannot be loaded ({detail(exc)}): set "
+                    "AGENTMEM_EMBED_MODEL to a fastembed model name and AGENTMEM_EMBED_MODEL_PATH to its "
+                    "local directory (or unset it to download the model)."
+                ) from exc
         return _MODELS[key]
 
 
@@ -57,6 +64,7 @@ class Embedder:
         self.threads = threads
         self.max_tokens = max_tokens
         self._tokenizer = None
+        self._dim: int | None = None
 
     @property
     def model(self):
@@ -85,7 +93,9 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return int(self.embed(["dimension probe"]).shape[1])
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
 
     def _sort_keys(self, texts: list[str]) -> list[int]:
         """Token counts for a transformer, whose batches pad to their longest text (counting

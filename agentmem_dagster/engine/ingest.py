@@ -16,6 +16,7 @@ from .chunking import chunk_memories, with_vectors
 from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
+from .preflight import preflight
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
 # Chunks per write batch. LanceDB pays ~0.08 s per commit, so bigger batches write faster
@@ -86,6 +87,7 @@ def ingest(
     """Replace `days` in both stores with `memories` (chunked unless `chunks` are given,
     embedded, written concurrently)."""
     ingest_id = ingest_id or uuid.uuid4().hex
+    preflight(embedder, lance, libsql, memories=memories)
     if chunks is None:
         chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)
     cache = EmbeddingCache(libsql, embedder.model_name) if use_cache else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from datetime import timedelta
 from typing import Iterable, Sequence
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .chunking import CHUNK_SCHEMA
+from .errors import StoreUnavailable, explain, explained, local_path
 
 # Columns kept in LanceDB: what search filters on and shows, besides the vector.
 LANCE_COLUMNS = [
@@ -58,13 +60,32 @@ class LanceStore:
         self._table = None
         self._async_table = None
 
+    def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
+        """`exc` as a StoreUnavailable naming this database and AGENTMEM_LANCEDB_URI, when the
+        environment caused it (full, read-only) or `cause` is given."""
+        return explain(exc, f"LanceDB {self.uri!r}", "AGENTMEM_LANCEDB_URI", cause=cause, path=local_path(self.uri))
+
     @property
     def db(self):
         if self._db is None:
             import lancedb
 
-            self._db = lancedb.connect(self.uri)
+            with explained(lambda exc: self.explain(exc, "cannot be opened or reached")):
+                db = lancedb.connect(self.uri)
+                db.list_tables()  # reach the storage now rather than at the first write
+            self._db = db
         return self._db
+
+    def probe(self) -> None:
+        """Open the database and, when it is a local directory, write a block there and remove it."""
+        self.db
+        path = local_path(self.uri)
+        if path is not None:
+            with explained(lambda exc: self.explain(exc, "is not writable")):
+                path.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=path) as f:
+                    f.write(bytes(4096))
+                    f.flush()
 
     def table(self, dim: int | None = None):
         """The chunk table; created on first write (needs `dim`), None if absent on read."""
@@ -90,20 +111,22 @@ class LanceStore:
         without it rows are appended, which is several times faster.
         """
         dim = chunks.schema.field("vector").type.list_size
-        table = self.table(dim)
         data = chunks.append_column("ingest_id", pa.array([ingest_id] * chunks.num_rows, pa.string()))
         data = data.select(LANCE_COLUMNS + ["vector"]).cast(lance_schema(dim))
-        if upsert:
-            table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-        else:
-            table.add(data)
+        with explained(self.explain):
+            table = self.table(dim)
+            if upsert:
+                table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+            else:
+                table.add(data)
         return data.num_rows
 
     def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
         """Drop the rows of `days` that the ingestion `ingest_id` did not write."""
         table = self.table()
         if table is not None:
-            table.delete(f"{in_list('day', days)} AND ingest_id != {sql_literal(ingest_id)}")
+            with explained(self.explain):
+                table.delete(f"{in_list('day', days)} AND ingest_id != {sql_literal(ingest_id)}")
 
     def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
         table = self.table()

@@ -15,6 +15,8 @@ from typing import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .errors import StoreUnavailable, explain, explained, local_path
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
     memory_id TEXT PRIMARY KEY,
@@ -80,6 +82,7 @@ CHUNK_COLUMNS = [
     "chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day", "ingest_id",
 ]
 BUSY_TIMEOUT_MS = 30_000
+SETTING = "AGENTMEM_LIBSQL_URL"
 INTEGER_COLUMNS = {"created_at_us", "source_line", "chunk_index", "chunk_count", "line"}
 
 
@@ -142,14 +145,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def explain_libsql(exc: BaseException, url: str, cause: str | None = None) -> StoreUnavailable | None:
+    return explain(exc, f"LibSQL database {url!r}", SETTING, cause=cause, path=local_path(url))
+
+
 def connect(url: str, auth_token: str | None = None, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
     """One LibSQL connection in autocommit mode, WAL and a busy timeout set."""
     import libsql
 
-    remote = url.startswith(("libsql://", "http://", "https://", "ws://", "wss://"))
-    if remote:
-        conn = libsql.connect(url, auth_token=auth_token or "", isolation_level=None)
-    else:
+    with explained(lambda exc: explain_libsql(exc, url, "cannot be opened")):
+        remote = url.startswith(("libsql://", "http://", "https://", "ws://", "wss://"))
+        if remote:
+            return libsql.connect(url, auth_token=auth_token or "", isolation_level=None)
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         conn = libsql.connect(url, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -157,7 +164,7 @@ def connect(url: str, auth_token: str | None = None, busy_timeout_ms: int = BUSY
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable at checkpoints, never corrupt
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: batch inserts touch many index pages
         conn.execute("PRAGMA temp_store = MEMORY")
-    return conn
+        return conn
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}  # one per database in this process
@@ -225,12 +232,14 @@ class LibsqlPool:
 
 @contextmanager
 def transaction(conn) -> Iterator:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (unless SQLite already did, as it
+    does when the disk is full)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
@@ -238,15 +247,31 @@ def transaction(conn) -> Iterator:
 class LibsqlStore:
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
-        with pool.connection() as conn:
+        with explained(lambda exc: self.explain(exc, "cannot be opened")), pool.connection() as conn:
             conn.executescript(SCHEMA)
+
+    def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
+        """`exc` as a StoreUnavailable naming this database and AGENTMEM_LIBSQL_URL, when the
+        environment caused it (locked, full, read-only) or `cause` is given."""
+        return explain_libsql(exc, self.pool.url, cause)
+
+    @contextmanager
+    def writing(self) -> Iterator:
+        """A pooled connection in one transaction; the environment's failures explained."""
+        with explained(self.explain), self.pool.transaction() as conn:
+            yield conn
+
+    def probe(self) -> None:
+        """Take the write lock and write nothing: fails now when locked or read-only."""
+        with self.writing() as conn:
+            conn.execute("DELETE FROM day_leases WHERE 0")
 
     def write(self, memories: pa.Table, chunks: pa.Table, ingest_id: str) -> int:
         """Upsert a batch of memories and chunks, stamped with `ingest_id`, in one transaction."""
         if memories.num_rows and pc.max(pc.abs(memories["created_at_us"])).as_py() >= 2**53:
             # libsql binds larger Python ints as floats: refuse rather than lose precision
             raise ValueError("created_at_us beyond 2**53 cannot be stored exactly in LibSQL")
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             insert_rows(conn, "memories", MEMORY_COLUMNS, row_tuples(memories, MEMORY_COLUMNS, ingest_id))
             insert_rows(conn, "chunks", CHUNK_COLUMNS, row_tuples(chunks, CHUNK_COLUMNS, ingest_id))
         return chunks.num_rows
@@ -255,7 +280,7 @@ class LibsqlStore:
         """Drop the memories and chunks of `days` that the ingestion `ingest_id` did not write."""
         params = [*days, ingest_id]
         where = f"day IN ({placeholders(len(days))}) AND ingest_id != ?"
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             conn.execute(f"DELETE FROM chunks WHERE {where}", params)
             conn.execute(f"DELETE FROM memories WHERE {where}", params)
 
@@ -275,7 +300,7 @@ class LibsqlStore:
         return found
 
     def cache_vectors(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             insert_rows(
                 conn, "embedding_cache", ["model", "text_hash", "vector"],
                 [(model, h, v) for h, v in items], verb="INSERT OR IGNORE",
@@ -287,7 +312,7 @@ class LibsqlStore:
         or one past its expiry, does not block."""
         host, pid, now = socket.gethostname(), os.getpid(), time.time()
         columns = ["day", "holder", "ingest_id", "host", "pid", "expires_at"]
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             rows = conn.execute(
                 f"SELECT {', '.join(columns)} FROM day_leases WHERE day IN ({placeholders(len(days))}) AND ingest_id != ?",
                 [*days, ingest_id],
@@ -303,7 +328,7 @@ class LibsqlStore:
         return blocking
 
     def release_lease(self, days: Sequence[str], holder: str) -> None:
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             conn.execute(
                 f"DELETE FROM day_leases WHERE holder = ? AND day IN ({placeholders(len(days))})", [holder, *days]
             )
@@ -311,7 +336,7 @@ class LibsqlStore:
     def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:
         """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""
         day_params = list(days)
-        with self.pool.transaction() as conn:
+        with self.writing() as conn:
             conn.execute(f"DELETE FROM quarantine WHERE day IN ({placeholders(len(day_params))})", day_params)
             if records:
                 conn.executemany(

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
 
+from .errors import StoreUnavailable
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 
@@ -32,9 +33,10 @@ TRANSIENT_MARKERS = (
     "database table is locked",
     "sqlite_busy",
     "busy",
-    "commit conflict",
+    "commit conflict",  # LanceDB: "[Retryable] commit conflict for version N: ... Please retry."
     "retryable",
     "conflict",
+    "too many concurrent writ",  # LanceDB: "Too many concurrent writers"
     "too many open files",
     "timed out",
 )
@@ -42,6 +44,8 @@ TRANSIENT_MARKERS = (
 
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: lock contention and optimistic-commit conflicts."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.transient
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(marker in text for marker in TRANSIENT_MARKERS)
 
@@ -156,6 +160,8 @@ class RetryPolicy:
                 return attempt - 1
             except Exception as exc:
                 if not is_transient(exc) or attempt == self.attempts:
+                    if isinstance(exc, StoreUnavailable):  # already names the cause and the setting
+                        raise StoreUnavailable(f"{what} failed after {attempt} attempt(s): {exc}") from exc
                     raise WriteError(
                         f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}. "
                         "Rows already written are kept; run the same days again to complete them."

@@ -1,7 +1,7 @@
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ..engine.libsql_store import LibsqlPool, LibsqlStore
+from ..engine.libsql_store import BUSY_TIMEOUT_MS, LibsqlPool, LibsqlStore
 
 
 class LibSQLResource(dg.ConfigurableResource):
@@ -10,12 +10,13 @@ class LibSQLResource(dg.ConfigurableResource):
     url: str
     pool_size: int = 4
     auth_token: str | None = None
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS  # how long a write waits for another writer's lock
 
     _pool: LibsqlPool | None = PrivateAttr(default=None)
     _store: LibsqlStore | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._pool = LibsqlPool(self.url, self.pool_size, self.auth_token)
+        self._pool = LibsqlPool(self.url, self.pool_size, self.auth_token, self.busy_timeout_ms)
         self._store = LibsqlStore(self._pool)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
