@@ -5,6 +5,7 @@ import warnings
 import dagster as dg
 
 from ..resources import EmbedderResource, LanceDBResource, LibSQLResource
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions
 
 # Partitioned asset checks are a Dagster preview; they are what lets the UI show a result per day.
@@ -32,6 +33,7 @@ def stores_consistent(
             "only_in_lancedb": len(only_lance),
             "only_in_libsql": len(only_libsql),
             "examples": ", ".join((only_lance + only_libsql)[:10]),
+            "peak_rss_mb": peak_rss_mb(),
         },
     )
 
@@ -48,5 +50,5 @@ def vectors_sane(
     expected = embedder.embedder.dim
     return dg.AssetCheckResult(
         passed=health["bad_vectors"] == 0 and (health["rows"] == 0 or health["dim"] == expected),
-        metadata={**health, "expected_dim": expected},
+        metadata={**health, "expected_dim": expected, "peak_rss_mb": peak_rss_mb()},
     )

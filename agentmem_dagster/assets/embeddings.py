@@ -10,6 +10,7 @@ import pyarrow as pa
 from ..engine.chunking import with_vectors
 from ..engine.embedding import EmbeddingCache, embed_cached
 from ..resources import EmbedderResource, LibSQLResource
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -55,7 +56,7 @@ def embed_shard(
     context.log.info(f"shard of {total} chunks embedded in {seconds:.2f}s ({hits} from the cache)")
     # Time and cache hits travel with the table so that gather_shards can report the stage.
     return with_vectors(shard, vectors).replace_schema_metadata(
-        {"embed_seconds": str(seconds), "cache_hits": str(hits)}
+        {"embed_seconds": str(seconds), "cache_hits": str(hits), "peak_rss_mb": str(peak_rss_mb())}
     )
 
 
@@ -63,6 +64,7 @@ def embed_shard(
 def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, shards: list[pa.Table]):
     seconds = sum(float(shard.schema.metadata[b"embed_seconds"]) for shard in shards)
     hits = sum(int(shard.schema.metadata[b"cache_hits"]) for shard in shards)
+    shard_rss = max(float(shard.schema.metadata[b"peak_rss_mb"]) for shard in shards)
     table = pa.concat_tables(shards).replace_schema_metadata(None)
     return dg.Output(
         table,
@@ -74,6 +76,8 @@ def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, sh
             "cache_hits": hits,
             "seconds": round(seconds, 3),
             "chunks_per_s": round(table.num_rows / seconds, 1) if seconds else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
+            "shard_peak_rss_mb": shard_rss,
         },
     )
 

@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from ..engine.chunking import CHUNK_SCHEMA, chunk_memories
 from ..engine.records import MEMORY_SCHEMA, read_landing_day
 from ..resources import EmbedderResource, LandingZone, LibSQLResource
-from .metadata import preview
+from .metadata import peak_rss_mb, preview
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -54,6 +54,7 @@ def raw_memories(
             "lines": lines,
             "seconds": round(seconds, 3),
             "days": len(days),
+            "peak_rss_mb": peak_rss_mb(),
             "preview": dg.MetadataValue.md(preview(memories, ["memory_id", "user_id", "role", "content"])),
         },
     )
@@ -87,6 +88,7 @@ def memory_chunks(
             "memories_split": split,
             "max_tokens": embedder.max_tokens,
             "seconds": round(seconds, 3),
+            "peak_rss_mb": peak_rss_mb(),
             "preview": dg.MetadataValue.md(preview(chunks, ["chunk_id", "user_id", "text"])),
         },
     )

@@ -7,6 +7,7 @@ import pyarrow as pa
 from ..engine.ingest import STORE_BATCH_CHUNKS, batches_from_embedded
 from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink
 from ..resources import LanceDBResource, LibSQLResource
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -35,6 +36,7 @@ def _write(
             "days": len(context.partition_keys),
             "seconds": round(stats.seconds, 3),
             "memories_per_s": round(memories.num_rows / stats.seconds, 1) if stats.seconds else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 
