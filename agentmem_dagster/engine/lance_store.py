@@ -107,18 +107,20 @@ class LanceStore:
         table = self.table()
         return 0 if table is None else table.count_rows()
 
-    def vector_health(self, days: Sequence[str]) -> dict:
-        """Dimension and count of rows with a NaN or zero vector for `days`."""
+    def vector_health(self, days: Sequence[str], batch_rows: int = 8192) -> dict:
+        """Dimension and count of rows with a NaN or zero vector for `days` (read batch by batch)."""
         table = self.table()
         if table is None:
             return {"dim": 0, "rows": 0, "bad_vectors": 0}
-        vectors = self._scan(table, ["vector"], in_list("day", days)).column("vector")
         dim = table.schema.field("vector").type.list_size
-        if len(vectors) == 0:
-            return {"dim": dim, "rows": 0, "bad_vectors": 0}
-        flat = np.asarray(pc.list_flatten(vectors.combine_chunks()), dtype=np.float32).reshape(-1, dim)
-        bad = np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)
-        return {"dim": dim, "rows": len(flat), "bad_vectors": int(bad.sum())}
+        where = in_list("day", days)
+        query = table.search().select(["vector"]).where(where).limit(max(1, table.count_rows(where)))
+        rows = bad = 0
+        for batch in query.to_batches(batch_rows):
+            flat = np.asarray(pc.list_flatten(batch.column("vector")), dtype=np.float32).reshape(-1, dim)
+            bad += int((np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)).sum())
+            rows += len(flat)
+        return {"dim": dim, "rows": rows, "bad_vectors": bad}
 
     def search(
         self, vector: np.ndarray, *, where: str, limit: int
