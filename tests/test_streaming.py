@@ -14,8 +14,10 @@ from agentmem_dagster.definitions import build_resources
 from agentmem_dagster.engine.chunking import CHUNK_SCHEMA, with_vectors
 from agentmem_dagster.engine.ingest import batches_in_step
 from agentmem_dagster.engine.lance_store import LanceStore
-from agentmem_dagster.engine.libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, decode_row, select_list
-from agentmem_dagster.engine.memory import MemoryEngine
+from agentmem_dagster.engine.libsql_store import (
+    CHUNK_COLUMNS, MEMORY_COLUMNS, LibsqlPool, LibsqlStore, decode_row, select_list,
+)
+from agentmem_dagster.engine.memory import MemoryEngine, compare_chunk_ids
 from agentmem_dagster.engine.records import MEMORY_SCHEMA
 from agentmem_dagster.engine.settings import Settings
 from agentmem_dagster.resources import Staging
@@ -120,14 +122,36 @@ def test_memories_go_with_their_first_chunk_and_streams_out_of_step_are_refused(
         list(batches_in_step([_memories(["a", "b", "c", "d"])], [chunks]))
 
 
-def test_vector_health_counts_bad_vectors_batch_by_batch(tmp_path):
-    chunks = pa.Table.from_pylist(
-        [{"chunk_id": f"m{i}#0", "memory_id": f"m{i}", "chunk_index": 0, "chunk_count": 1, "text": "t",
-          "user_id": "u", "day": DAYS[0]} for i in range(5)],
+def _chunks(ids: list[str]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"chunk_id": f"{i}#0", "memory_id": i, "chunk_index": 0, "chunk_count": 1, "text": i, "text_hash": i,
+          "user_id": "u", "day": DAYS[0]} for i in ids],
         schema=CHUNK_SCHEMA,
     )
+
+
+def test_vector_health_counts_bad_vectors_batch_by_batch(tmp_path):
     vectors = np.ones((5, 4), dtype=np.float32)
     vectors[[1, 3]] = 0.0  # LanceDB itself refuses NaN
     store = LanceStore(str(tmp_path / "lance"))
-    store.write(with_vectors(chunks, vectors), "run", upsert=False)
+    store.write(with_vectors(_chunks([f"m{i}" for i in range(5)]), vectors), "run", upsert=False)
     assert store.vector_health(DAYS[:1], batch_rows=2) == {"dim": 4, "rows": 5, "bad_vectors": 2}
+
+
+def test_stores_compare_by_digest_and_name_what_differs(tmp_path):
+    lance, libsql = LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    ids = [f"m{i}" for i in range(5)]
+    lance.write(with_vectors(_chunks(ids), np.ones((5, 4), dtype=np.float32)), "run", upsert=False)
+    libsql.write(_memories(ids), _chunks(ids), "run")
+    same = compare_chunk_ids(lance, libsql, DAYS[:1])
+    assert same["consistent"] and (same["lancedb_chunks"], same["libsql_chunks"]) == (5, 5)
+
+    lance.write(with_vectors(_chunks(["m4"]), np.ones((1, 4), dtype=np.float32)), "run", upsert=False)
+    twice = compare_chunk_ids(lance, libsql, DAYS[:1])  # the same ids, one of them twice in LanceDB
+    assert not twice["consistent"] and twice["lancedb_chunks"] == 6
+    assert twice["only_in_lancedb"] == twice["only_in_libsql"] == []
+
+    libsql.write(_memories(["m4", "m5"]), _chunks(["m4", "m5"]), "run")
+    missing = compare_chunk_ids(lance, libsql, None)
+    assert not missing["consistent"] and missing["only_in_libsql"] == ["m5#0"] and missing["only_in_lancedb"] == []
+    libsql.pool.close()
