@@ -89,6 +89,8 @@ def test_a_day_in_many_small_batches_lands_as_in_one(tmp_path, agentmem_home):
     assert {m.metadata["batches"].value for m in written} == {sum(raw.num_row_groups for raw in raws)}
     assert small.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value > 4
     assert whole.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value == 2
+    for node in ("raw_memories", "memory_chunks", "memory_embeddings", "memory_stores"):  # each step's peak memory
+        assert all(m.metadata["peak_rss_mb"].value > 50 for m in small.asset_materializations_for_node(node))
 
     # and it stored the same rows: duplicates resolved across batches and files, long memories split
     assert len(got["memories"]) == 2 * 21 and len(got["chunks"]) > 2 * 21
