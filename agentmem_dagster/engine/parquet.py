@@ -81,10 +81,6 @@ class DayFiles:
         first = next(self.batches(), None)
         return first.slice(0, rows) if first is not None else pq.read_schema(next(iter(self.paths.values()))).empty_table()
 
-    def read(self) -> pa.Table:
-        """All days as one table (small days and tests only)."""
-        return pa.concat_tables([pq.read_table(path) for path in self.paths.values()])
-
     def shards(self, max_rows: int) -> list[Shard]:
         """Each day's row groups cut into runs of at most `max_rows` rows (or one row group)."""
         shards: list[Shard] = []
