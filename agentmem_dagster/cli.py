@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -110,16 +111,22 @@ def _progress(instance, invocation: str, done: threading.Event, quiet: bool) -> 
     bar.close()
 
 
-def _stage_seconds(result) -> dict[str, float]:
-    """Seconds each asset reported in its materialization metadata (summed over days)."""
+def _stage_metadata(result, name: str) -> dict[str, float]:
+    """The number `name` that each asset (or check) reported in its metadata; a range reports
+    once per day, the largest is kept."""
     out: dict[str, float] = {}
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
-            materialization = event.event_specific_data.materialization
-            value = materialization.metadata.get("seconds")
-            if value is not None:
-                key = materialization.asset_key.to_user_string()
-                out[key] = max(out.get(key, 0.0), float(value.value))  # a range reports once per day
+            data = event.event_specific_data.materialization
+            key = data.asset_key.to_user_string()
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            key = data.check_name
+        else:
+            continue
+        value = data.metadata.get(name)
+        if value is not None:
+            out[key] = max(out.get(key, 0.0), float(value.value))
     return out
 
 
@@ -171,7 +178,10 @@ def cmd_ingest(args) -> int:
         drop_run_outputs(str(settings.staging), result.run_id)
     failures = _step_failures(result)
     engine = MemoryEngine(settings)
-    stage_seconds = _stage_seconds(result)
+    stage_seconds = _stage_metadata(result, "seconds")
+    # peak memory of each step's process, and of this one (which runs Dagster's orchestration)
+    peak_rss = _stage_metadata(result, "peak_rss_mb")
+    peak_rss.update({f"{k} shards": v for k, v in _stage_metadata(result, "shard_peak_rss_mb").items()})
     try:
         stats = engine.stats(days)
     except StoreUnavailable:  # the stores the run could not use cannot be counted either
@@ -180,6 +190,7 @@ def cmd_ingest(args) -> int:
         stats = dict.fromkeys(["memories", "quarantined", "chunks", "lancedb_rows", "libsql_rows", "consistent"])
     finally:
         engine.close()
+    peak_rss["agentmem"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     doc = {
         "run_id": result.run_id,
         "status": "SUCCESS" if result.success else "FAILURE",
@@ -199,6 +210,7 @@ def cmd_ingest(args) -> int:
             3,
         ),
         "stage_seconds": stage_seconds,
+        "peak_rss_mb": peak_rss,
         "error": failures[0][1] if failures else None,
     }
     if args.json:

@@ -8,7 +8,7 @@ from .assets import ASSETS, CHECKS
 from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
 from .console import console_logger
 from .engine.settings import Settings
-from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, StagingIOManager
+from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging, StagingIOManager
 
 
 def _env(name: str, default: str | None):
@@ -27,6 +27,7 @@ def build_resources(settings: Settings | None = None) -> dict:
         ),
         "lancedb": LanceDBResource(uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri)),
         "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
+        "staging": Staging(base_dir=str(settings.staging)),
         "io_manager": StagingIOManager(base_dir=str(settings.staging)),
     }
 

@@ -5,6 +5,7 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ from agentmem_dagster.engine.records import (
     landing_fingerprint,
     parse_line,
     read_landing_day,
+    write_landing_day,
 )
 
 DAY = "2024-05-01"
@@ -232,11 +234,32 @@ def test_duplicate_memory_id_last_wins(tmp_path):
     result = read_landing_day(tmp_path, DAY)
 
     table = result.memories
-    assert table.column("memory_id").to_pylist() == ["m1", "m2"]
-    assert table.column("content").to_pylist() == ["v3", "other"]
-    assert table.column("source_file").to_pylist() == [f"{DAY}/b.jsonl", f"{DAY}/a.jsonl"]
+    assert table.column("memory_id").to_pylist() == ["m2", "m1"]  # the winner stays in its place
+    assert table.column("content").to_pylist() == ["other", "v3"]
+    assert table.column("source_file").to_pylist() == [f"{DAY}/a.jsonl", f"{DAY}/b.jsonl"]
     assert result.duplicates_replaced == 2
     assert (result.files, result.lines) == (2, 4)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 100])
+def test_written_day_equals_read_day(tmp_path, batch_rows):
+    """write_landing_day streams the day to Parquet in batches: whatever the batch size, the
+    file holds what read_landing_day returns, duplicates across batches and files resolved."""
+    write(tmp_path, "a.jsonl", [jline(rec(memory_id="m1", content="v1")), b"{bad",
+                                jline(rec(memory_id="m2", content="other")),
+                                jline(rec(memory_id="m1", content="v2")),
+                                jline(rec(memory_id="m3", content="three"))])
+    write(tmp_path, "b.jsonl.gz", [jline(rec(memory_id="m2", content="again")), jline(rec(memory_id="m4"))])
+    read = read_landing_day(tmp_path, DAY)
+
+    path = tmp_path / "out" / "day.parquet"
+    written = write_landing_day(tmp_path, DAY, path, batch_rows=batch_rows)
+
+    assert pq.read_table(path).equals(read.memories)
+    assert read.memories.column("content").to_pylist() == ["v2", "three", "again", "hello"]
+    assert written.memories is None and written.quarantine == read.quarantine
+    assert (written.duplicates_replaced, written.files, written.lines) == (2, 2, 7)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["day.parquet"]  # nothing left aside
 
 
 def test_identical_records_without_id_dedupe(tmp_path):

@@ -4,7 +4,9 @@ import warnings
 
 import dagster as dg
 
+from ..engine.memory import compare_chunk_ids
 from ..resources import EmbedderResource, LanceDBResource, LibSQLResource
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions
 
 # Partitioned asset checks are a Dagster preview; they are what lets the UI show a result per day.
@@ -15,23 +17,22 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partiti
     asset="lancedb_memories",
     additional_deps=["libsql_memories"],
     partitions_def=daily_partitions,
-    description="LanceDB holds exactly the chunk ids that LibSQL holds for the day(s).",
+    description="LanceDB holds exactly the chunk ids that LibSQL holds for the day(s), each once.",
 )
 def stores_consistent(
     context: dg.AssetCheckExecutionContext, lancedb: LanceDBResource, libsql: LibSQLResource
 ) -> dg.AssetCheckResult:
-    days = context.partition_keys
-    in_lance = set(lancedb.store.chunk_ids(days))
-    in_libsql = set(libsql.store.chunk_ids(days))
-    only_lance, only_libsql = sorted(in_lance - in_libsql), sorted(in_libsql - in_lance)
+    compared = compare_chunk_ids(lancedb.store, libsql.store, context.partition_keys)
+    only_lance, only_libsql = compared["only_in_lancedb"], compared["only_in_libsql"]
     return dg.AssetCheckResult(
-        passed=not only_lance and not only_libsql,
+        passed=compared["consistent"],
         metadata={
-            "lancedb_chunks": len(in_lance),
-            "libsql_chunks": len(in_libsql),
+            "lancedb_chunks": compared["lancedb_chunks"],
+            "libsql_chunks": compared["libsql_chunks"],
             "only_in_lancedb": len(only_lance),
             "only_in_libsql": len(only_libsql),
             "examples": ", ".join((only_lance + only_libsql)[:10]),
+            "peak_rss_mb": peak_rss_mb(),
         },
     )
 
@@ -48,5 +49,5 @@ def vectors_sane(
     expected = embedder.embedder.dim
     return dg.AssetCheckResult(
         passed=health["bad_vectors"] == 0 and (health["rows"] == 0 or health["dim"] == expected),
-        metadata={**health, "expected_dim": expected},
+        metadata={**health, "expected_dim": expected, "peak_rss_mb": peak_rss_mb()},
     )

@@ -1,15 +1,19 @@
-"""memory_embeddings: a graph that fans the day's chunks out in shards, embeds each in
-length-sorted batches, and gathers the vectors back into one table."""
+"""memory_embeddings: a graph that cuts the day's chunks into shards, embeds each in its own
+step batch by batch (length-sorted within a batch), and writes the vectors back into one file
+per day. No step holds more than a batch of chunks and vectors."""
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..engine.chunking import with_vectors
+from ..engine.chunking import embedded_schema, with_vectors
 from ..engine.embedding import EmbeddingCache, embed_cached
-from ..resources import EmbedderResource, LibSQLResource
+from ..engine.parquet import DayFiles, Shard, read_batches, write_parquet
+from ..resources import EmbedderResource, LibSQLResource, Staging
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -17,63 +21,80 @@ class ShardConfig(dg.Config):
     shard_size: int = 20_000  # chunks per embedding step; each shard runs in its own process
 
 
-@dg.op(out=dg.DynamicOut(pa.Table), description="Split the chunks into shards of at most shard_size rows.")
-def shard_chunks(context: dg.OpExecutionContext, config: ShardConfig, chunks: pa.Table):
-    shards = max(1, -(-chunks.num_rows // config.shard_size))
-    context.log.info(f"{chunks.num_rows} chunks in {shards} shard(s)")
-    for index in range(shards):
-        yield dg.DynamicOutput(
-            chunks.slice(index * config.shard_size, config.shard_size), mapping_key=f"shard_{index}"
-        )
+@dataclass(frozen=True)
+class EmbeddedShard:
+    """Where embed_shard wrote a shard's chunks with their vectors, and what it measured."""
+
+    day: str
+    index: int
+    path: Path
+    seconds: float
+    cache_hits: int
+    peak_rss_mb: float
 
 
-@dg.op(description="Embed one shard with fastembed, in batches sorted by text length; text "
-       "embedded before by the same model comes from the LibSQL embedding cache.")
+@dg.op(out=dg.DynamicOut(Shard), description="Cut each day's chunks into shards of at most shard_size rows.")
+def shard_chunks(context: dg.OpExecutionContext, config: ShardConfig, chunks: DayFiles):
+    shards = chunks.shards(config.shard_size)
+    if not shards:  # no chunks at all: one empty shard, so that the days still get their files
+        day, path = next(iter(chunks.paths.items()))
+        shards = [Shard(day, 0, path, (), 0)]
+    context.log.info(f"{chunks.num_rows} chunks in {len(shards)} shard(s)")
+    for shard in shards:
+        yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard.index}")
+
+
+@dg.op(description="Embed one shard with fastembed, batch by batch, each sorted by text length; "
+       "text embedded before by the same model comes from the LibSQL embedding cache.")
 def embed_shard(
-    context: dg.OpExecutionContext, embedder: EmbedderResource, libsql: LibSQLResource, shard: pa.Table
-) -> pa.Table:
-    started = time.perf_counter()
-    total = shard.num_rows
-    done = 0
-    last_report = started
+    context: dg.OpExecutionContext, embedder: EmbedderResource, libsql: LibSQLResource, staging: Staging, shard: Shard
+) -> EmbeddedShard:
+    started = last_report = time.perf_counter()
+    cache = EmbeddingCache(libsql.store, embedder.model)
+    done = hits = 0
 
-    def progress(n: int) -> None:
-        nonlocal done, last_report
-        done += n
-        if time.perf_counter() - last_report > 5 or done == total:
-            last_report = time.perf_counter()
-            context.log.info(f"embedded {done}/{total} chunks")
+    def embedded():
+        nonlocal done, hits, last_report
+        for batch in shard.batches():
+            vectors, cached = embed_cached(
+                embedder.embedder, batch["text"].to_pylist(), batch["text_hash"].to_pylist(), cache
+            )
+            done, hits = done + batch.num_rows, hits + cached
+            if time.perf_counter() - last_report > 5:
+                last_report = time.perf_counter()
+                context.log.info(f"embedded {done}/{shard.rows} chunks")
+            yield with_vectors(batch, vectors)
 
-    if total:
-        cache = EmbeddingCache(libsql.store, embedder.model)
-        vectors, hits = embed_cached(
-            embedder.embedder, shard["text"].to_pylist(), shard["text_hash"].to_pylist(), cache, progress
-        )
-    else:
-        vectors, hits = np.zeros((0, embedder.embedder.dim), dtype=np.float32), 0
+    path = staging.run_dir(context.run_id) / "embeddings" / f"{shard.day}-{shard.index:05d}.parquet"
+    write_parquet(path, embedded_schema(embedder.embedder.dim), embedded())
     seconds = time.perf_counter() - started
-    context.log.info(f"shard of {total} chunks embedded in {seconds:.2f}s ({hits} from the cache)")
-    # Time and cache hits travel with the table so that gather_shards can report the stage.
-    return with_vectors(shard, vectors).replace_schema_metadata(
-        {"embed_seconds": str(seconds), "cache_hits": str(hits)}
-    )
+    context.log.info(f"shard of {shard.rows} chunks embedded in {seconds:.2f}s ({hits} from the cache)")
+    return EmbeddedShard(shard.day, shard.index, path, seconds, hits, peak_rss_mb())
 
 
-@dg.op(description="Concatenate the embedded shards and report throughput.")
-def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, shards: list[pa.Table]):
-    seconds = sum(float(shard.schema.metadata[b"embed_seconds"]) for shard in shards)
-    hits = sum(int(shard.schema.metadata[b"cache_hits"]) for shard in shards)
-    table = pa.concat_tables(shards).replace_schema_metadata(None)
+@dg.op(description="Write each day's embedded shards, in order, to the day's file; report throughput.")
+def gather_shards(
+    context: dg.OpExecutionContext, embedder: EmbedderResource, staging: Staging, shards: list[EmbeddedShard]
+) -> dg.Output[DayFiles]:
+    embeddings = staging.day_files(context.asset_key_for_output(), context.partition_keys)
+    schema = pq.read_schema(shards[0].path)
+    for day, path in embeddings.paths.items():
+        parts = sorted((shard for shard in shards if shard.day == day), key=lambda shard: shard.index)
+        write_parquet(path, schema, (batch for shard in parts for batch in read_batches(shard.path)))
+    chunks = embeddings.num_rows
+    seconds = sum(shard.seconds for shard in shards)
     return dg.Output(
-        table,
+        embeddings,
         metadata={
-            "chunks": table.num_rows,
-            "dim": table.schema.field("vector").type.list_size,
+            "chunks": chunks,
+            "dim": schema.field("vector").type.list_size,
             "model": embedder.model,
             "shards": len(shards),
-            "cache_hits": hits,
+            "cache_hits": sum(shard.cache_hits for shard in shards),
             "seconds": round(seconds, 3),
-            "chunks_per_s": round(table.num_rows / seconds, 1) if seconds else 0.0,
+            "chunks_per_s": round(chunks / seconds, 1) if seconds else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
+            "shard_peak_rss_mb": max(shard.peak_rss_mb for shard in shards),
         },
     )
 
@@ -85,5 +106,5 @@ def gather_shards(context: dg.OpExecutionContext, embedder: EmbedderResource, sh
     kinds={"fastembed", "parquet"},
     description="Each chunk with its vector, embedded with fastembed in batched ops.",
 )
-def memory_embeddings(memory_chunks: pa.Table) -> pa.Table:
+def memory_embeddings(memory_chunks: DayFiles) -> DayFiles:
     return gather_shards(shard_chunks(memory_chunks).map(embed_shard).collect())

@@ -1,17 +1,18 @@
-"""raw_memories and memory_chunks: landing files validated, then chunked to the model's window."""
+"""raw_memories and memory_chunks: landing files validated, then chunked to the model's window.
+Both stream: each day is read and written batch by batch, never held whole."""
 
 import time
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine.chunking import CHUNK_SCHEMA, chunk_memories
+from ..engine.parquet import DayFiles, write_parquet
 from ..engine.preflight import preflight
-from ..engine.records import MEMORY_SCHEMA, read_landing_day
-from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource
-from .metadata import preview
+from ..engine.records import write_landing_day
+from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging
+from .metadata import peak_rss_mb, preview
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -29,26 +30,25 @@ def raw_memories(
     embedder: EmbedderResource,
     lancedb: LanceDBResource,
     libsql: LibSQLResource,
-) -> dg.Output[pa.Table]:
+    staging: Staging,
+) -> dg.Output[DayFiles]:
     started = time.perf_counter()
     days = context.partition_keys
-    tables, quarantine = [], []
+    memories = staging.day_files(context.asset_key, days)
+    quarantine = []
     files = lines = duplicates = 0
-    for day in days:
-        landed = read_landing_day(landing.path, day)
-        tables.append(landed.memories)
+    for day, path in memories.paths.items():
+        landed = write_landing_day(landing.path, day, path, staging.batch_rows)
         quarantine.extend(landed.quarantine)
         files += landed.files
         lines += landed.lines
         duplicates += landed.duplicates_replaced
         context.log.info(
-            f"{day}: {landed.memories.num_rows} memories from {landed.files} files, "
+            f"{day}: {memories.day(day).num_rows} memories from {landed.files} files, "
             f"{len(landed.quarantine)} quarantined"
         )
-    memories = pa.concat_tables(tables) if tables else MEMORY_SCHEMA.empty_table()
-    # The first write of the run: fail before it if the model or a store cannot serve the run.
-    staging = getattr(context.resources.io_manager, "base_dir", None)
-    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=staging and Path(staging))
+    # The first write to the stores: fail before it if the model or a store cannot serve the run.
+    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=Path(staging.base_dir))
     libsql.store.replace_quarantine(days, quarantine)
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record.file}:{record.line}: {record.reason}")
@@ -63,7 +63,8 @@ def raw_memories(
             "lines": lines,
             "seconds": round(seconds, 3),
             "days": len(days),
-            "preview": dg.MetadataValue.md(preview(memories, ["memory_id", "user_id", "role", "content"])),
+            "peak_rss_mb": peak_rss_mb(),
+            "preview": dg.MetadataValue.md(preview(memories.head(), ["memory_id", "user_id", "role", "content"])),
         },
     )
 
@@ -77,16 +78,19 @@ def raw_memories(
     "truncated by the model; chunk ids are `memory_id#n`, stable across runs.",
 )
 def memory_chunks(
-    context: dg.AssetExecutionContext, raw_memories: pa.Table, embedder: EmbedderResource
-) -> dg.Output[pa.Table]:
+    context: dg.AssetExecutionContext, raw_memories: DayFiles, embedder: EmbedderResource, staging: Staging
+) -> dg.Output[DayFiles]:
     started = time.perf_counter()
-    if raw_memories.num_rows:
-        chunks = chunk_memories(
-            raw_memories, embedder.embedder.tokenizer, embedder.max_tokens, embedder.chunk_overlap
-        )
-    else:
-        chunks = CHUNK_SCHEMA.empty_table()
-    split = pc.count_distinct(chunks.filter(pc.greater(chunks["chunk_count"], 1))["memory_id"]).as_py()
+    chunks = staging.day_files(context.asset_key, context.partition_keys)
+    for day, path in chunks.paths.items():
+        write_parquet(path, CHUNK_SCHEMA, (
+            chunk_memories(batch, embedder.embedder.tokenizer, embedder.max_tokens, embedder.chunk_overlap)
+            for batch in raw_memories.day(day).batches()
+        ))
+    split = sum(
+        pc.sum(pc.and_(pc.equal(b["chunk_index"], 0), pc.greater(b["chunk_count"], 1))).as_py() or 0
+        for b in chunks.batches(columns=["chunk_index", "chunk_count"])
+    )
     seconds = time.perf_counter() - started
     return dg.Output(
         chunks,
@@ -96,6 +100,7 @@ def memory_chunks(
             "memories_split": split,
             "max_tokens": embedder.max_tokens,
             "seconds": round(seconds, 3),
-            "preview": dg.MetadataValue.md(preview(chunks, ["chunk_id", "user_id", "text"])),
+            "peak_rss_mb": peak_rss_mb(),
+            "preview": dg.MetadataValue.md(preview(chunks.head(), ["chunk_id", "user_id", "text"])),
         },
     )

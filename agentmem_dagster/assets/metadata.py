@@ -1,4 +1,12 @@
+import resource
+
 import pyarrow as pa
+
+
+def peak_rss_mb() -> float:
+    """The peak resident memory of this process so far, in MB (each step runs in its own
+    process under the multiprocess executor; Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def preview(table: pa.Table, columns: list[str], rows: int = 5, width: int = 80) -> str:

@@ -1,17 +1,19 @@
 """The store graph: the same embedded chunks written to LanceDB and LibSQL by two ops that
-run concurrently under the multiprocess executor. Each replaces exactly its run's days."""
+run concurrently under the multiprocess executor. Each replaces exactly its run's days,
+reading the staged days batch by batch."""
 
 import dagster as dg
-import pyarrow as pa
 
-from ..engine.ingest import STORE_BATCH_CHUNKS, batches_from_embedded
+from ..engine.ingest import batches_in_step
+from ..engine.parquet import DayFiles
 from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink
 from ..resources import LanceDBResource, LibSQLResource
+from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
 def _write(
-    context: dg.OpExecutionContext, sink: Sink, libsql: LibSQLResource, memories: pa.Table, embeddings: pa.Table
+    context: dg.OpExecutionContext, sink: Sink, libsql: LibSQLResource, memories: DayFiles, embeddings: DayFiles
 ) -> None:
     """Stream the run's batches to one store with the engine's writer; the run id stamps the
     rows, so the days' rows from earlier runs are dropped once every batch is in. A lease on
@@ -24,7 +26,7 @@ def _write(
         context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
 
     writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning, lease=lease)
-    stats = writer.run(batches_from_embedded(memories, embeddings, STORE_BATCH_CHUNKS))
+    stats = writer.run(batches_in_step(memories.batches(), embeddings.batches()))
     context.log.info(f"{sink.name}: {total} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
     context.add_output_metadata(
         {
@@ -35,6 +37,7 @@ def _write(
             "days": len(context.partition_keys),
             "seconds": round(stats.seconds, 3),
             "memories_per_s": round(memories.num_rows / stats.seconds, 1) if stats.seconds else 0.0,
+            "peak_rss_mb": peak_rss_mb(),
         }
     )
 
@@ -44,15 +47,15 @@ def write_lancedb(
     context: dg.OpExecutionContext,
     lancedb: LanceDBResource,
     libsql: LibSQLResource,
-    memories: pa.Table,
-    embeddings: pa.Table,
+    memories: DayFiles,
+    embeddings: DayFiles,
 ):
     _write(context, LanceSink(lancedb.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
 
 
 @dg.op(out=dg.Out(dg.Nothing), description="Write the run's days of memories and chunks to LibSQL, one transaction per batch.")
 def write_libsql(
-    context: dg.OpExecutionContext, libsql: LibSQLResource, memories: pa.Table, embeddings: pa.Table
+    context: dg.OpExecutionContext, libsql: LibSQLResource, memories: DayFiles, embeddings: DayFiles
 ):
     _write(context, LibsqlSink(libsql.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
 
@@ -70,7 +73,7 @@ def write_libsql(
     backfill_policy=single_run_backfill,
     group_name="memories",
 )
-def memory_stores(raw_memories: pa.Table, memory_embeddings: pa.Table):
+def memory_stores(raw_memories: DayFiles, memory_embeddings: DayFiles):
     return {
         "lancedb_memories": write_lancedb(raw_memories, memory_embeddings),
         "libsql_memories": write_libsql(raw_memories, memory_embeddings),

@@ -100,6 +100,11 @@ def chunk_memories(memories: pa.Table, tokenizer, max_tokens: int, overlap: int 
     return pa.table(cols, schema=CHUNK_SCHEMA)
 
 
+def embedded_schema(dim: int) -> pa.Schema:
+    """CHUNK_SCHEMA plus the `vector` column that `with_vectors` adds."""
+    return CHUNK_SCHEMA.append(pa.field("vector", pa.list_(pa.float32(), dim)))
+
+
 def with_vectors(chunks: pa.Table, vectors) -> pa.Table:
     """`chunks` plus a fixed-size float32 `vector` column."""
     n, dim = vectors.shape

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -17,13 +17,14 @@ from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 from .preflight import preflight
+from .records import MEMORY_SCHEMA
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
 # Chunks per write batch. LanceDB pays ~0.08 s per commit, so bigger batches write faster
 # (1,024 rows: 11k rows/s; 4,096: 104k rows/s), while smaller ones let embedding overlap
 # more of the writing; 2,048 measured best end to end (BENCHMARKS.md).
 DEFAULT_BATCH_CHUNKS = 2048
-# Writing vectors already computed (the Dagster writer ops): nothing to overlap, go big.
+# Writing vectors already computed (the bench's storage figure): nothing to overlap, go big.
 STORE_BATCH_CHUNKS = 8192
 
 
@@ -52,6 +53,24 @@ def batches_from_embedded(memories: pa.Table, embedded: pa.Table, batch_chunks: 
     """Batches of chunks that already carry their vectors."""
     for plan in plan_batches(memories, embedded, batch_chunks):
         yield Batch(plan.index, memories.take(plan.memory_rows), embedded.take(plan.chunk_rows))
+
+
+def batches_in_step(memories: Iterable[pa.Table], chunks: Iterable[pa.Table]) -> Iterator[Batch]:
+    """Batches of chunks (with their vectors) and their memories, read from two streams in the
+    same memory order, as the staged days are: each memory goes with the batch of its first
+    chunk. Holds about one batch of each."""
+    memories = iter(memories)
+    buffer = MEMORY_SCHEMA.empty_table()
+    for index, batch in enumerate(chunks):
+        firsts = batch.filter(pc.equal(batch["chunk_index"], 0))["memory_id"]
+        while buffer.num_rows < len(firsts) and (more := next(memories, None)) is not None:
+            buffer = pa.concat_tables([buffer, more])
+        head, buffer = buffer.slice(0, len(firsts)), buffer.slice(len(firsts))
+        if head["memory_id"].to_pylist() != firsts.to_pylist():
+            raise ValueError(f"memories and chunks are out of step in batch {index}: materialize the chunks again")
+        yield Batch(index, head, batch)
+    if buffer.num_rows or next(memories, None) is not None:
+        raise ValueError("memories left without chunks: materialize the chunks again")
 
 
 def embedded_batches(

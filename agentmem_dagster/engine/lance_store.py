@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from datetime import timedelta
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -135,28 +135,40 @@ class LanceStore:
         where = in_list("day", days) if days is not None else None
         return self._scan(table, ["chunk_id"], where).column("chunk_id").to_pylist()
 
+    def chunk_id_batches(self, days: Sequence[str] | None = None, batch_rows: int = 8192) -> Iterator[list[str]]:
+        """The chunk ids of `days` (of all days when None), a batch at a time."""
+        table = self.table()
+        if table is not None:
+            where = in_list("day", days) if days is not None else None
+            for batch in self._scan_query(table, ["chunk_id"], where).to_batches(batch_rows):
+                yield batch.column("chunk_id").to_pylist()
+
     @staticmethod
     def _scan(table, columns: list[str], where: str | None) -> pa.Table:
+        return LanceStore._scan_query(table, columns, where).to_arrow()
+
+    @staticmethod
+    def _scan_query(table, columns: list[str], where: str | None):
         """All rows matching `where` (a plain scan: no vector, no default limit)."""
         query = table.search().select(columns).limit(max(1, table.count_rows(where)))
-        return (query.where(where) if where else query).to_arrow()
+        return query.where(where) if where else query
 
     def count(self) -> int:
         table = self.table()
         return 0 if table is None else table.count_rows()
 
-    def vector_health(self, days: Sequence[str]) -> dict:
-        """Dimension and count of rows with a NaN or zero vector for `days`."""
+    def vector_health(self, days: Sequence[str], batch_rows: int = 8192) -> dict:
+        """Dimension and count of rows with a NaN or zero vector for `days` (read batch by batch)."""
         table = self.table()
         if table is None:
             return {"dim": 0, "rows": 0, "bad_vectors": 0}
-        vectors = self._scan(table, ["vector"], in_list("day", days)).column("vector")
         dim = table.schema.field("vector").type.list_size
-        if len(vectors) == 0:
-            return {"dim": dim, "rows": 0, "bad_vectors": 0}
-        flat = np.asarray(pc.list_flatten(vectors.combine_chunks()), dtype=np.float32).reshape(-1, dim)
-        bad = np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)
-        return {"dim": dim, "rows": len(flat), "bad_vectors": int(bad.sum())}
+        rows = bad = 0
+        for batch in self._scan_query(table, ["vector"], in_list("day", days)).to_batches(batch_rows):
+            flat = np.asarray(pc.list_flatten(batch.column("vector")), dtype=np.float32).reshape(-1, dim)
+            bad += int((np.isnan(flat).any(axis=1) | (np.abs(flat).sum(axis=1) == 0)).sum())
+            rows += len(flat)
+        return {"dim": dim, "rows": rows, "bad_vectors": bad}
 
     def rankings(
         self, *, vector: np.ndarray | None, text: str | None, where: str, limit: int

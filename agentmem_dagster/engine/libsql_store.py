@@ -351,6 +351,14 @@ class LibsqlStore:
             rows = conn.execute(f"SELECT chunk_id FROM chunks{where}", params).fetchall()
         return [r[0] for r in rows]
 
+    def chunk_id_batches(self, days: Sequence[str] | None = None, batch_rows: int = 8192) -> Iterator[list[str]]:
+        """The chunk ids of `days` (of all days when None), a batch at a time."""
+        where, params = _days_clause(days)
+        with self.pool.connection() as conn:
+            cursor = conn.execute(f"SELECT chunk_id FROM chunks{where}", params)
+            while rows := cursor.fetchmany(batch_rows):
+                yield [r[0] for r in rows]
+
     def memories_by_id(self, memory_ids: Sequence[str]) -> dict[str, dict]:
         """Full memory rows keyed by id; ids LibSQL does not hold are absent."""
         if not memory_ids:

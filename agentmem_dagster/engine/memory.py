@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Iterable, Sequence
 
 from .embedding import Embedder
 from .lance_store import LanceStore
@@ -33,16 +35,45 @@ class MemoryEngine:
 
     def stats(self, days=None) -> dict:
         counts = self.libsql.counts(days)
-        lance_ids = sorted(self.lance.chunk_ids(days))
+        compared = compare_chunk_ids(self.lance, self.libsql, days)
         return {
             "memories": counts["memories"],
             "chunks": counts["chunks"],
             "libsql_rows": counts["chunks"],
-            "lancedb_rows": len(lance_ids),
+            "lancedb_rows": compared["lancedb_chunks"],
             "quarantined": counts["quarantine"],
-            "consistent": lance_ids == sorted(self.libsql.chunk_ids(days)),
+            "consistent": compared["consistent"],
         }
 
     def close(self) -> None:
         if "libsql" in self.__dict__:
             self.libsql.pool.close()
+
+
+def id_digest(batches: Iterable[list[str]]) -> tuple[int, int]:
+    """The number of ids and the sum of their 64-bit hashes: equal for the same ids in any
+    order, each as many times, and computed one batch at a time."""
+    count = total = 0
+    for ids in batches:
+        count += len(ids)
+        total += sum(int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little") for i in ids)
+    return count, total % 2**64
+
+
+def compare_chunk_ids(lance: LanceStore, libsql: LibsqlStore, days: Sequence[str] | None = None) -> dict:
+    """Whether both stores hold the same chunk ids for `days` (all days when None), without
+    holding a day's ids: both sides are streamed into digests, and only when those differ
+    are the ids loaded to name the ones that differ."""
+    lance_count, lance_digest = id_digest(lance.chunk_id_batches(days))
+    libsql_count, libsql_digest = id_digest(libsql.chunk_id_batches(days))
+    out = {
+        "lancedb_chunks": lance_count,
+        "libsql_chunks": libsql_count,
+        "consistent": (lance_count, lance_digest) == (libsql_count, libsql_digest),
+        "only_in_lancedb": [],
+        "only_in_libsql": [],
+    }
+    if not out["consistent"]:
+        in_lance, in_libsql = set(lance.chunk_ids(days)), set(libsql.chunk_ids(days))
+        out["only_in_lancedb"], out["only_in_libsql"] = sorted(in_lance - in_libsql), sorted(in_libsql - in_lance)
+    return out

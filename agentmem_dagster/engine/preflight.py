@@ -18,16 +18,20 @@ from .libsql_store import LibsqlStore
 from .writer import RetryPolicy
 
 
-def bytes_needed(memories: pa.Table, dim: int) -> dict[str, int]:
-    """About what ingesting `memories` writes to each place, half as much again as measured
-    (1,000 demo memories, 1,223 chunks of 256-d vectors: LanceDB 1.6 MB, LibSQL 6.7 MB of
-    which 5.1 MB is the embedding cache, staging 2.5 MB plus the run's shards)."""
-    text = pc.sum(pc.binary_length(memories["content"].cast(pa.binary()))).as_py() or 0
-    chunks = memories.num_rows + text // 1000  # a chunk holds up to ~1,000 characters
+def bytes_needed(memories, dim: int) -> dict[str, int]:
+    """About what ingesting `memories` (a table, or staged DayFiles read batch by batch) writes
+    to each place, half as much again as measured (1,000 demo memories, 1,223 chunks of 256-d
+    vectors: LanceDB 1.6 MB, LibSQL 6.7 MB of which 5.1 MB is the embedding cache, staging
+    2.5 MB plus the run's shards)."""
+    rows = text = 0
+    for batch in memories.batches(["content"]) if hasattr(memories, "batches") else [memories]:
+        rows += batch.num_rows
+        text += pc.sum(pc.binary_length(batch["content"].cast(pa.binary()))).as_py() or 0
+    chunks = rows + text // 1000  # a chunk holds up to ~1,000 characters
     vectors = chunks * dim * 4
     needed = {
         "lancedb": vectors + text + 200 * chunks,
-        "libsql": 5 * vectors + 3 * text + 600 * memories.num_rows,  # cached vectors overflow their pages
+        "libsql": 5 * vectors + 3 * text + 600 * rows,  # cached vectors overflow their pages
         "staging": 3 * vectors + 3 * text,
     }
     return {place: int(1.5 * n) for place, n in needed.items()}
@@ -60,7 +64,7 @@ def preflight(
     lance: LanceStore,
     libsql: LibsqlStore,
     *,
-    memories: pa.Table | None = None,
+    memories=None,
     staging: Path | None = None,
     retry: RetryPolicy | None = None,
 ) -> None:

@@ -1,4 +1,5 @@
-"""Read one day of the landing zone into an Arrow table of memories plus quarantine.
+"""Read one day of the landing zone into Arrow memories (a table, or a Parquet file written
+batch by batch) plus quarantine.
 
 Landing layout: ``<landing>/<YYYY-MM-DD>/*.jsonl`` or ``*.jsonl.gz``, one JSON object
 per line. Bad lines never raise: each becomes a :class:`QuarantineRecord` whose
@@ -15,14 +16,20 @@ import json
 import operator
 import re
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .parquet import BATCH_ROWS, read_batches, write_parquet
 
 MEMORY_SCHEMA = pa.schema(
     [
@@ -105,7 +112,7 @@ class QuarantineRecord:
 @dataclass
 class LandingDay:
     day: str
-    memories: pa.Table
+    memories: pa.Table | None = None  # None when written to a file (write_landing_day)
     quarantine: list[QuarantineRecord] = field(default_factory=list)
     duplicates_replaced: int = 0
     files: int = 0
@@ -374,22 +381,12 @@ def _to_table(rows: Collection[tuple]) -> pa.Table:
     return pa.table(dict(zip(MEMORY_SCHEMA.names, zip(*rows))), schema=MEMORY_SCHEMA)
 
 
-def read_landing_day(landing: str | Path, day: str) -> LandingDay:
-    """Read every landing file of ``day`` (sorted by name) into a LandingDay.
-
-    Bad lines and corrupt gzip files are quarantined; only I/O errors on the landing
-    folder/files raise. A missing day folder gives an empty LandingDay (files=0).
-    """
-    folder = _day_folder(landing, day)
-    # memory_id -> row; re-assigning a key keeps its first-seen position, so a
-    # later duplicate replaces the earlier values in place (last wins).
-    rows: dict[str, tuple] = {}
-    duplicates = 0
-    quarantine: list[QuarantineRecord] = []
-    files = lines = 0
-
+def _landing_rows(folder: Path, landed: LandingDay) -> Iterator[tuple]:
+    """Every valid record of the day's files in order, duplicates included, as MEMORY_SCHEMA
+    rows; bad lines and corrupt gzip files go to ``landed.quarantine``, files and lines are counted."""
+    day = landed.day
     for path in _landing_files(folder):
-        files += 1
+        landed.files += 1
         rel = f"{day}/{path.name}"
         opener = gzip.open if path.name.endswith(".gz") else open
         last_line = 0
@@ -399,36 +396,82 @@ def read_landing_day(landing: str | Path, day: str) -> LandingDay:
                     last_line = line_no
                     if _is_blank(data):
                         continue
-                    lines += 1
+                    landed.lines += 1
                     if size > MAX_LINE_BYTES:
                         reason = f"{Reason.LINE_TOO_LONG}: {size} bytes > {MAX_LINE_BYTES}"
-                        quarantine.append(
+                        landed.quarantine.append(
                             QuarantineRecord(day, rel, line_no, _raw_text(data, size), reason)
                         )
                         continue
                     result = parse_line(data, day=day, file=rel, line=line_no)
                     if isinstance(result, QuarantineRecord):
-                        quarantine.append(result)
+                        landed.quarantine.append(result)
                     else:
-                        duplicates += result["memory_id"] in rows
-                        rows[result["memory_id"]] = _as_row(result)
+                        yield _as_row(result)
             except _CORRUPT_GZIP as exc:
                 # Keep what was read; line 0 if nothing could be read at all,
                 # else the first line that could not be read.
                 broke_at = last_line + 1 if last_line else 0
                 detail = f"{type(exc).__name__}: {exc}"
-                quarantine.append(
+                landed.quarantine.append(
                     QuarantineRecord(day, rel, broke_at, "", f"{Reason.CORRUPT_FILE}: {detail}")
                 )
 
-    return LandingDay(
-        day=day,
-        memories=_to_table(rows.values()),
-        quarantine=quarantine,
-        duplicates_replaced=duplicates,
-        files=files,
-        lines=lines,
-    )
+
+def _last_of_each_id(memory_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """True at the last occurrence of each memory_id: the record that wins over its duplicates."""
+    codes = pc.index_in(memory_ids, value_set=pc.unique(memory_ids)).to_numpy(zero_copy_only=False)
+    keep = np.zeros(len(codes), dtype=bool)
+    _, first_from_end = np.unique(codes[::-1], return_index=True)
+    keep[len(codes) - 1 - first_from_end] = True
+    return keep
+
+
+def read_landing_day(landing: str | Path, day: str) -> LandingDay:
+    """Read every landing file of ``day`` (sorted by name) into a LandingDay.
+
+    Bad lines and corrupt gzip files are quarantined; only I/O errors on the landing
+    folder/files raise. A missing day folder gives an empty LandingDay (files=0). When a
+    memory_id appears more than once, its last record wins, in the place of that record.
+    """
+    landed = LandingDay(day)
+    table = _to_table(list(_landing_rows(_day_folder(landing, day), landed)))
+    keep = _last_of_each_id(table["memory_id"])
+    landed.memories = table.filter(keep)
+    landed.duplicates_replaced = len(keep) - int(keep.sum())
+    return landed
+
+
+def _batches(rows: Iterator[tuple], size: int) -> Iterator[pa.Table]:
+    while part := list(islice(rows, size)):
+        yield _to_table(part)
+
+
+def write_landing_day(landing: str | Path, day: str, path: Path, batch_rows: int = BATCH_ROWS) -> LandingDay:
+    """Like :func:`read_landing_day`, but the memories go to the Parquet file ``path`` in
+    batches (row groups) of ``batch_rows``, in memory bounded by that (and the day's
+    memory_ids, for duplicates): every valid record is written aside, then the records that
+    lost to a later duplicate are left out of the final file. ``memories`` is None."""
+    landed = LandingDay(day)
+    everything = path.with_name(f".{path.name}.all")
+    try:
+        write_parquet(everything, MEMORY_SCHEMA, _batches(_landing_rows(_day_folder(landing, day), landed), batch_rows))
+        keep = _last_of_each_id(pq.read_table(everything, columns=["memory_id"])["memory_id"])
+        landed.duplicates_replaced = len(keep) - int(keep.sum())
+        if not landed.duplicates_replaced:
+            everything.replace(path)
+            return landed
+        write_parquet(path, MEMORY_SCHEMA, _winners(read_batches(everything), keep))
+    finally:
+        everything.unlink(missing_ok=True)
+    return landed
+
+
+def _winners(batches: Iterable[pa.Table], keep: np.ndarray) -> Iterator[pa.Table]:
+    start = 0
+    for batch in batches:
+        yield batch.filter(keep[start : start + batch.num_rows])
+        start += batch.num_rows
 
 
 def landing_days(landing: str | Path) -> list[str]:

@@ -4,6 +4,6 @@ from .embedder import EmbedderResource
 from .landing import LandingZone
 from .lancedb import LanceDBResource
 from .libsql import LibSQLResource
-from .staging import StagingIOManager
+from .staging import Staging, StagingIOManager
 
-__all__ = ["EmbedderResource", "LandingZone", "LanceDBResource", "LibSQLResource", "StagingIOManager"]
+__all__ = ["EmbedderResource", "LandingZone", "LanceDBResource", "LibSQLResource", "Staging", "StagingIOManager"]

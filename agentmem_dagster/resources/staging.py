@@ -3,20 +3,35 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from ..engine.parquet import BATCH_ROWS, DayFiles
+
+
+class Staging(dg.ConfigurableResource):
+    """Where the steps write their Parquet files, batch by batch: one file per partitioned
+    asset and day, and a directory per run for the files of ops inside a graph. The batch
+    (row group) size is set once, by raw_memories: later steps keep its batches."""
+
+    base_dir: str
+    batch_rows: int = BATCH_ROWS  # memories per batch; a step's memory is bounded by it
+
+    def day_files(self, asset_key: dg.AssetKey, days) -> DayFiles:
+        return DayFiles({day: Path(self.base_dir, *asset_key.path, f"{day}.parquet") for day in days})
+
+    def run_dir(self, run_id: str) -> Path:
+        return Path(self.base_dir, "runs", run_id)
 
 
 class StagingIOManager(dg.ConfigurableIOManager):
-    """Keeps each partitioned asset as one Parquet file per day, so a run over a range of
-    days writes and reads exactly those days; outputs of ops inside a graph are pickled
-    per run. Assets handed to it must be Arrow tables with a `day` column."""
+    """Hands a partitioned asset's days to the next step as a lazy `DayFiles` (never a table
+    in memory): the asset has already written them with `Staging.day_files`. Outputs of ops
+    inside a graph (small descriptions of shards) are pickled per run."""
 
     base_dir: str
 
-    def _asset_path(self, asset_key: dg.AssetKey, day: str) -> Path:
-        return Path(self.base_dir, *asset_key.path, f"{day}.parquet")
+    @property
+    def staging(self) -> Staging:
+        return Staging(base_dir=self.base_dir)
 
     def _op_path(self, identifier) -> Path:
         return Path(self.base_dir, "runs", *identifier).with_suffix(".pickle")
@@ -29,29 +44,23 @@ class StagingIOManager(dg.ConfigurableIOManager):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
             return
-        days = obj.column("day") if obj.num_rows else None
-        for day in context.asset_partition_keys:
-            path = self._asset_path(context.asset_key, day)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = obj.filter(pc.equal(days, day)) if days is not None else obj.slice(0, 0)
-            tmp = path.with_suffix(".tmp")
-            pq.write_table(part, tmp)
-            tmp.replace(path)
+        expected = self.staging.day_files(context.asset_key, context.asset_partition_keys)
+        if obj != expected or not all(path.exists() for path in expected.paths.values()):
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} must return the DayFiles it wrote with "
+                f"Staging.day_files, got {obj!r}"
+            )
 
     def load_input(self, context: dg.InputContext):
         if not context.has_asset_partitions:
             return pickle.loads(self._op_path(context.upstream_output.get_identifier()).read_bytes())
-        parts = []
-        for day in context.asset_partition_keys:
-            path = self._asset_path(context.asset_key, day)
+        files = self.staging.day_files(context.asset_key, context.asset_partition_keys)
+        for day, path in files.paths.items():
             if not path.exists():
-                raise FileNotFoundError(
-                    f"{context.asset_key.to_user_string()} has not been materialized for {day}"
-                )
-            parts.append(pq.read_table(path))
-        return pa.concat_tables(parts) if parts else None
+                raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized for {day}")
+        return files
 
 
 def drop_run_outputs(base_dir: str, run_id: str) -> None:
-    """Delete the op outputs a finished run pickled (the assets' Parquet files stay)."""
+    """Delete the op outputs a finished run wrote (the assets' Parquet files stay)."""
     shutil.rmtree(Path(base_dir, "runs", run_id), ignore_errors=True)
