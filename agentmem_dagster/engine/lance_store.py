@@ -25,9 +25,6 @@ LANCE_COLUMNS = [
 SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
 # Below this many rows a brute-force scan is fast enough and needs no training.
 VECTOR_INDEX_MIN_ROWS = 100_000
-# The IVF-PQ index answers within the partitions it probes, so a scope with few rows (a
-# new user) could come back short: at most this many rows are ranked exactly instead.
-EXACT_SEARCH_MAX_ROWS = 5_000
 # Probed partitions, and how many times k candidates are re-ranked on the full vectors: PQ
 # distances alone found 38% of the true top 10 at 1M rows; refining 20x finds 96% (BENCHMARKS.md).
 VECTOR_NPROBES, VECTOR_REFINE = 20, 20
@@ -189,13 +186,18 @@ class LanceStore:
         async def vector_rows(indexed: set[str]):
             if vector is None:
                 return []
-            query = table.query().nearest_to(vector.astype(np.float32)).column("vector")
+            def nearest():
+                query = table.query().nearest_to(vector.astype(np.float32)).column("vector").where(where)
+                return query.limit(limit).select(columns + ["_distance"])
+
             if "vector" in indexed:
-                if await table.count_rows(where) <= EXACT_SEARCH_MAX_ROWS:
-                    query = query.bypass_vector_index()
-                else:
-                    query = query.nprobes(VECTOR_NPROBES).refine_factor(VECTOR_REFINE)
-            return (await query.where(where).limit(limit).select(columns + ["_distance"]).to_arrow()).to_pylist()
+                rows = (await nearest().nprobes(VECTOR_NPROBES).refine_factor(VECTOR_REFINE).to_arrow()).to_pylist()
+                if len(rows) == limit:
+                    return rows
+                # The probed partitions held fewer than `limit` rows of this scope (a small
+                # one, spread thin): rank all of its rows exactly instead.
+                return (await nearest().bypass_vector_index().to_arrow()).to_pylist()
+            return (await nearest().to_arrow()).to_pylist()
 
         async def text_rows(indexed: set[str]):
             if text is None or "text" not in indexed:
