@@ -25,9 +25,9 @@ LANCE_COLUMNS = [
 SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
 # Below this many rows a brute-force scan is fast enough and needs no training.
 VECTOR_INDEX_MIN_ROWS = 100_000
-# Probed partitions, and how many times k candidates are re-ranked on the full vectors: PQ
-# distances alone found 38% of the true top 10 at 1M rows; refining 20x finds 96% (BENCHMARKS.md).
-VECTOR_NPROBES, VECTOR_REFINE = 20, 20
+# Partitions probed, and candidates re-ranked on the full vectors: PQ distances alone found
+# 38% of the true top 10 at 1M rows, re-ranking 200 candidates 96% (BENCHMARKS.md).
+VECTOR_NPROBES, VECTOR_CANDIDATES = 20, 200
 
 
 def sql_literal(value: str) -> str:
@@ -191,7 +191,8 @@ class LanceStore:
                 return query.limit(limit).select(columns + ["_distance"])
 
             if "vector" in indexed:
-                rows = (await nearest().nprobes(VECTOR_NPROBES).refine_factor(VECTOR_REFINE).to_arrow()).to_pylist()
+                refine = max(2, VECTOR_CANDIDATES // limit)
+                rows = (await nearest().nprobes(VECTOR_NPROBES).refine_factor(refine).to_arrow()).to_pylist()
                 if len(rows) == limit:
                     return rows
                 # The probed partitions held fewer than `limit` rows of this scope (a small
