@@ -137,22 +137,25 @@ def insert_rows(conn, table: str, columns: Sequence[str], rows: Sequence[tuple],
 # Bulk insert: a batch in one statement with two large bound values instead of one bound value
 # per cell. The libsql binding spends ~2 us binding each value while holding the GIL; here the
 # texts of all columns go as one BLOB straight from the Arrow buffers, and every number (an
-# integer cell, or a text's byte offset and length in the BLOB) as fixed-width ASCII decimal in
-# a second BLOB, cut out again in SQL with substr and CAST. (Binding the batch as one JSON
+# integer cell, or a text's byte offset and length in that BLOB) as fixed-width ASCII decimal
+# in a second BLOB, cut out again in SQL with substr and CAST. (Binding the batch as one JSON
 # document was measured too: json.dumps and SQLite's per-row `->>` cost about what binding does.)
-FIELD = 20  # bytes per number: a sign or 0, then 19 digits (any int64); all NUL bytes stand for NULL
 _FOUR_DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)
 
 
-def _decimal(numbers: np.ndarray) -> np.ndarray:
-    """An int64 array as uint8 ASCII decimal, FIELD bytes a number, zero-padded, '-' first when negative."""
-    rest = np.abs(numbers)
-    groups = np.empty(numbers.shape + (FIELD // 4,), dtype=np.uint32)
-    for g in reversed(range(FIELD // 4)):
-        groups[..., g] = _FOUR_DIGITS[rest % 10_000]
+def _decimal(values: np.ndarray) -> np.ndarray:
+    """int64 values as rows of zero-padded ASCII decimal, '-' first when negative; as many
+    4-digit groups as the largest value needs with a digit to spare for the sign."""
+    if values.min(initial=0) == np.iinfo(np.int64).min:
+        raise OverflowError("-2**63 has no absolute value in int64")
+    rest = np.abs(values)
+    groups = -(-(len(str(int(rest.max(initial=0)))) + 1) // 4)
+    out = np.empty((len(values), groups), dtype=np.uint32)
+    for g in reversed(range(groups)):
+        out[:, g] = _FOUR_DIGITS[rest % 10_000]
         rest //= 10_000
-    out = groups.view(np.uint8).reshape(numbers.shape + (FIELD,))
-    out[..., 0][numbers < 0] = ord("-")
+    out = out.view(np.uint8)
+    out[values < 0, 0] = ord("-")
     return out
 
 
@@ -164,17 +167,21 @@ def bulk_insert(
     stamp = stamp or {}
     texts: list[bytes] = []  # column after column, UTF-8 as Arrow holds it
     text_size = 0
-    numbers: list[np.ndarray] = []  # one int64 array per field
-    nulls: list[tuple[int, np.ndarray]] = []  # (field, its NULL rows)
-    params: list = [None, None, data.num_rows, None]  # ?1 texts, ?2 numbers, ?3 rows, ?4 bytes a row
+    fields: list[np.ndarray] = []  # per field, the rows' digits; all NUL bytes stand for NULL
+    width = 0  # bytes of digits per row
+    params: list = [None, None, data.num_rows, None]  # ?1 texts, ?2 digits, ?3 rows, ?4 width
 
     def field(values: np.ndarray, null: np.ndarray | None) -> str:
-        numbers.append(values.astype(np.int64, copy=False))
-        cut = f"substr(?2, i * ?4 + {(len(numbers) - 1) * FIELD + 1}, {FIELD})"
+        nonlocal width
+        digits = _decimal(values.astype(np.int64, copy=False))
+        if null is not None:
+            digits[null] = 0
+        fields.append(digits)
+        cut = f"substr(?2, i * ?4 + {width + 1}, {digits.shape[1]})"
+        width += digits.shape[1]
         if null is None:
             return f"CAST({cut} AS INTEGER)"
-        nulls.append((len(numbers) - 1, null))
-        return f"CAST(nullif({cut}, zeroblob({FIELD})) AS INTEGER)"
+        return f"CAST(nullif({cut}, zeroblob({digits.shape[1]})) AS INTEGER)"
 
     exprs = []
     for name in columns:
@@ -198,11 +205,8 @@ def bulk_insert(
             exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
         else:
             raise TypeError(f"bulk_insert: column {name} is {column.type}, not text or integer")
-    digits = _decimal(np.column_stack(numbers)) if numbers else np.empty((data.num_rows, 0, FIELD), np.uint8)
-    for index, null in nulls:
-        digits[null, index] = 0
     texts.append(b"\0")  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
-    params[0], params[1], params[3] = b"".join(texts), digits.tobytes(), len(numbers) * FIELD
+    params[0], params[1], params[3] = b"".join(texts), np.hstack(fields).tobytes() if fields else b"", width
     sql = (
         "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION ALL SELECT i + 1 FROM batch WHERE i + 1 < ?3) "
         f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} FROM batch"
