@@ -119,3 +119,31 @@ def test_integers_keep_their_precision_or_are_refused(tmp_path):
     line = b'{"user_id": "u", "content": "x", "created_at": "9999-12-31T23:59:59.999999Z"}'
     record = parse_line(line, day=DAY, file="f", line=1)
     assert isinstance(record, QuarantineRecord) and record.reason.startswith("invalid_timestamp")
+
+
+def test_bulk_insert_keeps_every_value_exactly(tmp_path):
+    """The one-statement batch insert: texts cut from one BLOB, integers from fixed-width digits."""
+    from agentmem_dagster.engine.libsql_store import bulk_insert, connect
+
+    texts = UNICODE + ["", "\x00", "'; DROP TABLE t; --", None, "a" * 100_000, "{\"k\": \"v\",  \"n\": [1, 2]}", "é"]
+    ints = [0, -1, 1, 2**53 - 1, -(2**53 - 1), 2**63 - 1, -(2**63 - 1), None, 9, 10_000, -10_000, 123456789012]
+    data = pa.table({
+        "a": pa.chunked_array([texts[:4], texts[4:]], pa.string()),
+        "b": pa.array(ints, pa.int64()),
+        "c": pa.array(list(reversed(texts)), pa.large_string()),
+        "d": pa.array(range(len(ints)), pa.int32()),
+    }).slice(1)  # a sliced table: buffers start at an offset
+    conn = connect(str(tmp_path / "b.db"))
+    conn.execute("CREATE TABLE t (a TEXT, b INTEGER, c TEXT, d INTEGER, s TEXT)")
+    conn.execute(*bulk_insert("t", ["a", "b", "c", "d", "s"], data, {"s": "stamp"}))
+    rows = conn.execute("SELECT CAST(a AS BLOB), b, CAST(c AS BLOB), d, s, typeof(a), typeof(b) FROM t ORDER BY d").fetchall()
+    text = lambda v: None if v is None else v.decode()  # noqa: E731
+    got = [{"a": text(a), "b": b, "c": text(c), "d": d, "s": s} for a, b, c, d, s, *_ in rows]
+    assert got == [{**row, "s": "stamp"} for row in data.to_pylist()]
+    assert {(ta, tb) for *_, ta, tb in rows} <= {("text", "integer"), ("null", "integer"), ("text", "null")}
+    conn.execute("DELETE FROM t")  # empty texts only: nothing in the BLOB to cut from
+    conn.execute(*bulk_insert("t", ["a", "b"], pa.table({"a": ["", ""], "b": pa.array([None, None], pa.int64())})))
+    assert conn.execute("SELECT a, b FROM t").fetchall() == [("", None), ("", None)]
+    conn.execute(*bulk_insert("t", ["a", "b"], data.slice(0, 0)))
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    conn.close()
