@@ -130,7 +130,7 @@ def test_index_life_cycle(tmp_path, static_model):
     assert len(_ids(parts, "Pixel", user_id="ann", mode="vector")) == 3
 
     report = lance.maintain(vector_index_min_rows=300)
-    assert set(report["created"]) == {"user_id", "session_id", "created_at_us", "day", "chunk_id", "text"}
+    assert set(report["created"]) == {"user_id", "agent_id", "session_id", "created_at_us", "day", "chunk_id", "text"}
     assert all(index["unindexed"] == 0 for index in report["indexes"].values())
 
     _ingest(parts, [MEMORIES[3]])

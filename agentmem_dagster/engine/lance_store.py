@@ -22,7 +22,7 @@ LANCE_COLUMNS = [
 
 
 # Scalar indexes on what searches filter by and what writes match on.
-SCALAR_INDEXES = ("user_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
+SCALAR_INDEXES = ("user_id", "agent_id", "session_id", "created_at_us", "day", "chunk_id")  # B-trees
 # Below this many rows a brute-force scan is fast enough and needs no training.
 VECTOR_INDEX_MIN_ROWS = 100_000
 # Partitions probed, and candidates re-ranked on the full vectors: PQ distances alone found
