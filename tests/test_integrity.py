@@ -146,4 +146,11 @@ def test_bulk_insert_keeps_every_value_exactly(tmp_path):
     assert conn.execute("SELECT a, b FROM t").fetchall() == [("", None), ("", None)]
     conn.execute(*bulk_insert("t", ["a", "b"], data.slice(0, 0)))
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    conn.execute("DELETE FROM t")  # a column with one value in every row is bound once, exactly
+    for text, number in [("NUL\x00é🧠", 2**63 - 1), ("", -(2**63 - 1)), ("x", 0)]:
+        const = pa.table({"a": [text] * 3, "b": pa.array([number] * 3, pa.int64()), "d": pa.array([1, 2, 3], pa.int32())})
+        conn.execute(*bulk_insert("t", ["a", "b", "d"], const))
+        rows = conn.execute("SELECT CAST(a AS BLOB), b, d, typeof(a), typeof(b) FROM t ORDER BY d").fetchall()
+        assert rows == [(text.encode(), number, d, "text", "integer") for d in (1, 2, 3)]
+        conn.execute("DELETE FROM t")
     conn.close()

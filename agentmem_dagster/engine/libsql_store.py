@@ -143,23 +143,35 @@ def insert_rows(conn, table: str, columns: Sequence[str], rows: Sequence[tuple],
 # integer cell, or a text's byte offset and length in that BLOB) as fixed-width ASCII decimal
 # in a second BLOB, cut out again in SQL with substr and CAST. (Binding the batch as one JSON
 # document was measured too: json.dumps and SQLite's per-cell `->>` cost nearly what binding does.)
+# A column holding one value in every row of the batch (the day, a source file) is bound once.
 _FOUR_DIGITS = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)
 
 
-def _decimal(values: np.ndarray) -> np.ndarray:
-    """int64 values as rows of zero-padded ASCII decimal, '-' first when negative; as many
-    4-digit groups as the largest value needs with a digit to spare for the sign."""
+def _groups(values: np.ndarray) -> int:
+    """4-digit groups for the largest absolute value, with a digit to spare for the sign."""
     if values.min(initial=0) == np.iinfo(np.int64).min:
         raise OverflowError("-2**63 has no absolute value in int64")
+    largest = max(int(values.max(initial=0)), -int(values.min(initial=0)))
+    return -(-(len(str(largest)) + 1) // 4)
+
+
+def _write_decimal(values: np.ndarray, null: np.ndarray | None, out: np.ndarray) -> None:
+    """int64 `values` into `out` (rows x groups of uint32) as zero-padded ASCII decimal, '-'
+    first when negative; all NUL bytes where `null`."""
     rest = np.abs(values)
-    groups = -(-(len(str(int(rest.max(initial=0)))) + 1) // 4)
-    out = np.empty((len(values), groups), dtype=np.uint32)
-    for g in reversed(range(groups)):
-        out[:, g] = _FOUR_DIGITS[rest % 10_000]
-        rest //= 10_000
-    out = out.view(np.uint8)
-    out[values < 0, 0] = ord("-")
-    return out
+    for g in reversed(range(out.shape[1])):
+        rest, low = np.divmod(rest, 10_000)
+        out[:, g] = _FOUR_DIGITS[low]
+    negative = values < 0
+    if negative.any():
+        out.view(np.uint8)[negative, 0] = ord("-")  # view of the row's first group, first byte
+    if null is not None:
+        out[null] = 0
+
+
+def _constant(column: pa.Array) -> bool:
+    """Every row holds the same non-null value (and there are at least two rows)."""
+    return len(column) > 1 and column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py()
 
 
 def bulk_insert(
@@ -168,23 +180,26 @@ def bulk_insert(
     """One statement (SQL and parameters) inserting every row of `data`; the columns in `stamp`
     get the one value given there for every row. Text and integer columns only."""
     stamp = stamp or {}
-    texts: list[bytes] = []  # column after column, UTF-8 as Arrow holds it
+    texts: list = []  # column after column, UTF-8 as Arrow holds it (buffers, joined once)
     text_size = 0
-    fields: list[np.ndarray] = []  # per field, the rows' digits; all NUL bytes stand for NULL
+    fields: list[tuple[np.ndarray, np.ndarray | None, int]] = []  # per field: values, null mask, groups
     width = 0  # bytes of digits per row
     params: list = [None, None, data.num_rows, None]  # ?1 texts, ?2 digits, ?3 rows, ?4 width
 
     def field(values: np.ndarray, null: np.ndarray | None) -> str:
         nonlocal width
-        digits = _decimal(values.astype(np.int64, copy=False))
-        if null is not None:
-            digits[null] = 0
-        fields.append(digits)
-        cut = f"substr(?2, i * ?4 + {width + 1}, {digits.shape[1]})"
-        width += digits.shape[1]
+        values = values.astype(np.int64, copy=False)
+        groups = _groups(values)
+        fields.append((values, null, groups))
+        cut = f"substr(?2, i * ?4 + {width + 1}, {4 * groups})"
+        width += 4 * groups
         if null is None:
             return f"CAST({cut} AS INTEGER)"
-        return f"CAST(nullif({cut}, zeroblob({digits.shape[1]})) AS INTEGER)"
+        return f"CAST(nullif({cut}, zeroblob({4 * groups})) AS INTEGER)"
+
+    def bound(value: bytes) -> str:
+        params.append(value)
+        return f"?{len(params)}"
 
     exprs = []
     for name in columns:
@@ -193,23 +208,36 @@ def bulk_insert(
             exprs.append(f"?{len(params)}")
             continue
         column = data.column(name).combine_chunks()
-        null = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-        if pa.types.is_integer(column.type):
-            exprs.append(field(column.fill_null(0).to_numpy(zero_copy_only=False), null))
-        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = column.cast(pa.large_string())
-            _, offset_buffer, data_buffer = column.buffers()
-            offsets = np.frombuffer(offset_buffer, dtype=np.int64, count=len(column) + 1, offset=column.offset * 8)
-            first, last = int(offsets[0]), int(offsets[-1])
-            texts.append(data_buffer[first:last].to_pybytes() if data_buffer is not None else b"")
-            start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
-            length = field(np.diff(offsets), null)
-            text_size += last - first
-            exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
-        else:
+        is_int = pa.types.is_integer(column.type)
+        if not is_int and not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             raise TypeError(f"bulk_insert: column {name} is {column.type}, not text or integer")
+        if _constant(column):  # bound once, as bytes: exact for any int64 and any text (NUL too)
+            value = column[0].as_py()
+            exprs.append(f"CAST({bound(str(value).encode() if is_int else value.encode())} AS {'INTEGER' if is_int else 'TEXT'})")
+            continue
+        null = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
+        if is_int:
+            exprs.append(field(column.fill_null(0).to_numpy(zero_copy_only=False), null))
+            continue
+        _, offset_buffer, data_buffer = column.buffers()
+        offset_type = np.int64 if pa.types.is_large_string(column.type) else np.int32
+        offsets = np.frombuffer(
+            offset_buffer, dtype=offset_type, count=len(column) + 1, offset=column.offset * np.dtype(offset_type).itemsize
+        ).astype(np.int64)
+        first, last = int(offsets[0]), int(offsets[-1])
+        if last > first:
+            texts.append(data_buffer.slice(first, last - first))
+        start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
+        length = field(np.diff(offsets), null)
+        text_size += last - first
+        exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
     texts.append(b"\0")  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
-    params[0], params[1], params[3] = b"".join(texts), np.hstack(fields).tobytes() if fields else b"", width
+    digits = np.empty((data.num_rows, width // 4), dtype=np.uint32)
+    at = 0
+    for values, null, groups in fields:
+        _write_decimal(values, null, digits[:, at : at + groups])
+        at += groups
+    params[0], params[1], params[3] = b"".join(texts), digits.tobytes(), width
     sql = (
         "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION ALL SELECT i + 1 FROM batch WHERE i + 1 < ?3) "
         f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} FROM batch"
