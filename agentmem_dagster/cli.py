@@ -366,7 +366,11 @@ def cmd_bench(args) -> int:
         print(f"  {i}. {rung['name']:<60} {rung['memories_per_s']:>9.1f} memories/s  peak {rung['peak_rss_mb']:.0f} MB")
     print(f"  embed-only ceiling {doc['ceiling_per_s']:.1f}/s; last rung {doc['share_of_ceiling']:.1%} of it, {doc['speedup']}x the first")
     if "storage_rows_per_s" in doc:
-        print(f"  storage alone: {doc['storage_rows_per_s']:.0f} chunk rows/s into both stores")
+        storage = doc["storage"]
+        print(
+            f"  storage alone: {doc['storage_rows_per_s']:.0f} chunk rows/s into both stores "
+            f"({storage['chunk_rows']} chunk rows; the ladder's {storage['ladder_chunk_rows']}: {storage['ladder_rows_per_s']:.0f}/s)"
+        )
         cached = doc["cached_reingest"]
         print(f"  re-ingest with warm cache: {cached['first_s']}s -> {cached['again_s']}s ({cached['speedup']}x)")
     return 0

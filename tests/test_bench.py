@@ -26,3 +26,6 @@ def test_bench_json_contract(agentmem_home):
     assert doc["speedup"] == round(doc["rungs"][-1]["memories_per_s"] / doc["rungs"][0]["memories_per_s"], 2)
     assert 0 < doc["share_of_ceiling"]
     assert doc["storage_rows_per_s"] > 0 and doc["cached_reingest"]["again_s"] > 0
+    storage = doc["storage"]
+    assert storage["chunk_rows"] > storage["batch_chunks"] and storage["ladder_chunk_rows"] == doc["chunks"]
+    assert storage["ladder_rows_per_s"] > 0
