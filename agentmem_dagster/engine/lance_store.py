@@ -115,9 +115,7 @@ class LanceStore:
             if upsert:
                 table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
             else:
-                # One writer thread: on a small machine LanceDB's parallel partitions only
-                # compete for cores with the LibSQL writer; a batch is one fragment either way.
-                table.add(data, write_parallelism=1)
+                table.add(data)
         return data.num_rows
 
     def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
