@@ -189,10 +189,11 @@ def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> 
     vectors = rng.standard_normal((chunks.num_rows, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     embedded = with_vectors(chunks, vectors)
+    ingest_id = uuid.uuid4().hex  # as long as a real run's: the LibSQL keys include it
     stores = fresh_stores(root)
     try:
         started = time.perf_counter()
-        FanOutWriter([LanceSink(stores.lance, [DAY], "s"), LibsqlSink(stores.libsql, [DAY], "s")]).run(
+        FanOutWriter([LanceSink(stores.lance, [DAY], ingest_id), LibsqlSink(stores.libsql, [DAY], ingest_id)]).run(
             batches_from_embedded(memories, embedded, STORE_BATCH_CHUNKS)
         )
         return chunks.num_rows / (time.perf_counter() - started)
