@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
 
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, detail
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 
@@ -366,7 +366,7 @@ def write_one_store(
         return stats
     except Exception as exc:
         try:
-            libsql.mark_failed(ingest_id, f"writing {sink.name} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            libsql.mark_failed(ingest_id, f"writing {sink.name} failed: {detail(exc)}")
         except Exception as mark_exc:  # noqa: BLE001 - the other parts may then commit theirs
             exc.add_note(f"the failure could not be recorded for the other writers: {mark_exc}")
         FanOutWriter(run_sinks, on_retry=on_retry).rollback(exc)
