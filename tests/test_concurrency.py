@@ -87,7 +87,9 @@ else:
             "dagster/asset_partition_range_end": sys.argv[3]}
 with dg.DagsterInstance.get() as instance:
     result = dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags=tags, raise_on_error=False)
-print(json.dumps({"run_id": result.run_id, "success": result.success, "tags": tags}))
+from agentmem_dagster.console import error_text
+errors = [f"{e.step_key}: {error_text(e.event_specific_data.error)}" for e in result.all_events if e.is_step_failure]
+print(json.dumps({"run_id": result.run_id, "success": result.success, "tags": tags, "errors": errors}))
 """
 
 
@@ -106,7 +108,7 @@ def test_a_backfill_beside_a_scheduled_run_of_one_of_its_days(agentmem_home):
         stdout, stderr = proc.communicate(timeout=900)
         assert proc.returncode == 0, stderr[-3000:]
         outs.append(json.loads(stdout.splitlines()[-1]))
-    assert [out["success"] for out in outs] == [True, True]
+    assert [out["success"] for out in outs] == [True, True], [out["errors"] for out in outs]
     assert outs[1]["tags"]["dagster/partition"] == days[1]
 
     with dg.DagsterInstance.get() as instance:

@@ -192,24 +192,47 @@ def test_a_locked_database_or_a_missing_model_fails_the_run_before_any_write(age
     assert contents(settings) == before
 
 
-@pytest.mark.parametrize("store", ["lancedb", "libsql"])
-def test_a_write_that_runs_out_of_disk_is_explained_and_leaves_the_store_as_it_was(tmp_path, mount, static_model, store):
-    """The writer itself meeting a full disk (no preflight): the library's error becomes one
-    naming the setting, and the failed batch leaves nothing behind."""
-    disk = mount(tmp_path / "disk", "4m")
-    embedder = Embedder(*static_model)
-    lance, libsql = LanceStore(str(disk / "lancedb")), LibsqlStore(LibsqlPool(str(disk / "m.db")))
-    ingest(memory_table(20, "old", OLD_DAY), embedder=embedder, lance=lance, libsql=libsql, days=[OLD_DAY])
-    before = (lance.count(), libsql.counts())
+def _state(lance: LanceStore, libsql: LibsqlStore) -> tuple:
+    return sorted(lance.chunk_ids()), sorted(libsql.chunk_ids()), libsql.counts(), lance.versions([NEW_DAY])
 
-    new = memory_table(2000, "new", NEW_DAY)
+
+@pytest.mark.parametrize("store", ["lancedb", "libsql"])
+def test_a_disk_that_fills_up_during_the_writes_is_explained_and_the_run_taken_back(
+    tmp_path, mount, static_model, store
+):
+    """The writer itself meeting a full disk part-way through a day (no preflight): the
+    library's error becomes one naming the setting, and the batches already written come out
+    of both stores again. Only SQLite cannot delete on a full disk (a delete appends to its
+    log too): then the error says so and the next run of the day, once there is room again,
+    removes them."""
+    disk = mount(tmp_path / "disk", "4m")
+    roomy = tmp_path / "roomy"
+    embedder = Embedder(*static_model)
+    lance = LanceStore(str((disk if store == "lancedb" else roomy) / "lancedb"))
+    libsql = LibsqlStore(LibsqlPool(str((disk if store == "libsql" else roomy) / "m.db")))
+    ingest(memory_table(20, "old", OLD_DAY), embedder=embedder, lance=lance, libsql=libsql, days=[OLD_DAY])
+    ingest(memory_table(30, "older", NEW_DAY), embedder=embedder, lance=lance, libsql=libsql, days=[NEW_DAY])
+    before = _state(lance, libsql)
+
+    new = memory_table(6000, "new", NEW_DAY)
     chunks = chunk_memories(new, embedder.tokenizer, 256)
     embedded = with_vectors(chunks, embedder.embed(chunks["text"].to_pylist()))
-    fill(disk, leave=32_000)
-    sink = LanceSink(lance, [NEW_DAY], "run2") if store == "lancedb" else LibsqlSink(libsql, [NEW_DAY], "run2")
+    fill(disk, leave={"lancedb": 1_200_000, "libsql": 2_000_000}[store])  # room for a few batches, not the day
+    written = []
+    sinks = [LanceSink(lance, [NEW_DAY], "run2"), LibsqlSink(libsql, [NEW_DAY], "run2")]
     setting = {"lancedb": "AGENTMEM_LANCEDB_URI", "libsql": "AGENTMEM_LIBSQL_URL"}[store]
-    with pytest.raises(StoreUnavailable, match=f"batch 0 to {store} failed after 1 attempt.*no space left.*{setting}"):
-        FanOutWriter([sink]).run(batches_from_embedded(new, embedded, 8192))
-    (disk / "filler").unlink()
-    assert (lance.count(), libsql.counts()) == before
+    with pytest.raises(StoreUnavailable, match=f"batch \\d+ to {store} failed after 1 attempt.*no space left.*{setting}") as failed:
+        FanOutWriter(sinks, on_batch=written.append).run(batches_from_embedded(new, embedded, 500))
+    assert written, "no batch was written before the disk filled: the test proves nothing"
+    if store == "lancedb":
+        assert _state(lance, libsql) == before
+    else:
+        [note] = failed.value.__notes__
+        assert note.startswith("removing this run's rows from libsql failed after 1 attempt(s): LibSQL database")
+        assert note.endswith("has no space left on its disk (database or disk is full): free space there, or set "
+                             "AGENTMEM_LIBSQL_URL (or AGENTMEM_HOME) to a disk with room.; the next run of these days removes them")
+        assert sorted(lance.chunk_ids()) == before[0]
+        (disk / "filler").unlink()
+        ingest(memory_table(30, "older", NEW_DAY), embedder=embedder, lance=lance, libsql=libsql, days=[NEW_DAY])
+        assert _state(lance, libsql)[:3] == before[:3]
     libsql.pool.close()

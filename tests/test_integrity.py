@@ -154,3 +154,41 @@ def test_bulk_insert_keeps_every_value_exactly(tmp_path):
         assert rows == [(text.encode(), number, d, "text", "integer") for d in (1, 2, 3)]
         conn.execute("DELETE FROM t")
     conn.close()
+
+
+def test_a_database_from_before_versions_keeps_its_rows(tmp_path):
+    """Databases written before rows were versions key memories and chunks by id alone: opening
+    one moves its rows into the versioned tables, and a new run then replaces them."""
+    from agentmem_dagster.engine.libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, bulk_insert, connect
+
+    path = str(tmp_path / "m.db")
+    conn = connect(path)
+    conn.executescript(  # the tables as the previous release created them
+        "CREATE TABLE memories (memory_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, agent_id TEXT, "
+        "session_id TEXT, role TEXT, content TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "created_at_us INTEGER NOT NULL, metadata TEXT NOT NULL, content_hash TEXT NOT NULL, "
+        "day TEXT NOT NULL, source_file TEXT, source_line INTEGER, ingest_id TEXT NOT NULL);"
+        "CREATE INDEX memories_day ON memories(day);"
+        "CREATE TABLE chunks (chunk_id TEXT PRIMARY KEY, memory_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, "
+        "chunk_count INTEGER NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL, user_id TEXT NOT NULL, "
+        "day TEXT NOT NULL, ingest_id TEXT NOT NULL);"
+        "CREATE INDEX chunks_day ON chunks(day);"
+    )
+    memories, chunks = _one_memory_at(1717243200000000)
+    for table, columns, rows in (("memories", MEMORY_COLUMNS, memories), ("chunks", CHUNK_COLUMNS, chunks)):
+        conn.execute(*bulk_insert(table, columns, rows, {"ingest_id": "before"}))
+    conn.close()
+
+    store = LibsqlStore(LibsqlPool(path))
+    assert store.counts([DAY])["memories"] == 1 and store.chunk_ids([DAY]) == ["late#0"]
+    assert store.versions([DAY]) == ["before"]
+    with store.pool.connection() as conn:
+        keys = [r[1] for r in sorted(conn.execute("PRAGMA table_info(memories)").fetchall(), key=lambda r: r[5]) if r[5]]
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master").fetchall()}
+    assert keys == ["memory_id", "ingest_id"] and {"memories_day", "chunks_day"} <= names
+    assert not {"memories_unversioned", "chunks_unversioned"} & names
+    store.write(*_one_memory_at(1717243200000001), "after")
+    store.drop_versions([DAY], ["before"])
+    assert store.memories_by_id(["late"])["late"]["created_at_us"] == 1717243200000001
+    assert store.counts([DAY])["chunks"] == 1
+    store.pool.close()

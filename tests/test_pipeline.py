@@ -138,3 +138,48 @@ def test_every_chunk_of_a_long_memory_is_searchable(engine):
         assert hits[0].memory_id == "long-1"
         assert hits[0].content == LONG
     assert {row["chunk_id"] for row in texts} == set(chunks)
+
+
+def _rows(engine, day: str) -> tuple[list, list, list]:
+    """Every chunk row of `day` in LanceDB and LibSQL, and its memory rows, with their run."""
+    lance = engine.lance._scan(engine.lance.table(), ["chunk_id", "ingest_id"], f"day = '{day}'").to_pylist()
+    with engine.libsql.pool.connection() as conn:
+        chunks = conn.execute("SELECT chunk_id, ingest_id FROM chunks WHERE day = ?", [day]).fetchall()
+        memories = conn.execute("SELECT memory_id, ingest_id, content FROM memories WHERE day = ?", [day]).fetchall()
+    return sorted((r["chunk_id"], r["ingest_id"]) for r in lance), sorted(map(tuple, chunks)), sorted(map(tuple, memories))
+
+
+def test_a_writer_op_that_fails_leaves_both_stores_as_they_were(engine):
+    """The LanceDB writer op fails for good (its staged vectors have the wrong dimension)
+    while the LibSQL writer op writes the same day: the run fails, and neither store keeps a
+    row of it; the day's earlier rows are all still there. A new run then replaces the day."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_landing(engine.settings.landing, DAY, _day_records(DAY, 10))
+    materialize(partition=DAY)
+    before = _rows(engine, DAY)
+    assert len(before[0]) == len(before[1]) == 10
+
+    write_landing(engine.settings.landing, DAY, _day_records(DAY, 25, user="u_bob"))
+    resources = build_resources(Settings.from_env())
+    upstream = ["raw_memories", "memory_chunks", "memory_embeddings"]
+    assert dg.materialize(ASSETS + CHECKS, partition_key=DAY, resources=resources, selection=upstream).success
+    staged = engine.settings.staging / "memory_embeddings" / f"{DAY}.parquet"
+    table = pq.read_table(staged)
+    flat = pa.array(np.ones(table.num_rows * 3, dtype=np.float32))
+    vectors = pa.FixedSizeListArray.from_arrays(flat, 3)
+    pq.write_table(table.set_column(table.schema.get_field_index("vector"), "vector", vectors), staged)
+
+    result = dg.materialize(ASSETS + CHECKS, partition_key=DAY, resources=resources, raise_on_error=False,
+                            selection=["lancedb_memories", "libsql_memories"])
+    assert not result.success
+    failed = {e.step_key for e in result.all_events if e.is_step_failure}
+    assert "memory_stores.write_lancedb" in failed
+    assert _rows(engine, DAY) == before
+
+    assert materialize(partition=DAY).success
+    after = _rows(engine, DAY)
+    assert len(after[0]) == len(after[1]) == len(after[2]) == 25
+    assert {content for _, _, content in after[2]} == {r["content"] for r in _day_records(DAY, 25, user="u_bob")}

@@ -136,19 +136,19 @@ def test_vector_health_counts_bad_vectors_batch_by_batch(tmp_path):
     vectors = np.ones((5, 4), dtype=np.float32)
     vectors[[1, 3]] = 0.0  # LanceDB itself refuses NaN
     store = LanceStore(str(tmp_path / "lance"))
-    store.write(with_vectors(_chunks([f"m{i}" for i in range(5)]), vectors), "run", upsert=False)
+    store.write(with_vectors(_chunks([f"m{i}" for i in range(5)]), vectors), "run")
     assert store.vector_health(DAYS[:1], batch_rows=2) == {"dim": 4, "rows": 5, "bad_vectors": 2}
 
 
 def test_stores_compare_by_digest_and_name_what_differs(tmp_path):
     lance, libsql = LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
     ids = [f"m{i}" for i in range(5)]
-    lance.write(with_vectors(_chunks(ids), np.ones((5, 4), dtype=np.float32)), "run", upsert=False)
+    lance.write(with_vectors(_chunks(ids), np.ones((5, 4), dtype=np.float32)), "run")
     libsql.write(_memories(ids), _chunks(ids), "run")
     same = compare_chunk_ids(lance, libsql, DAYS[:1])
     assert same["consistent"] and (same["lancedb_chunks"], same["libsql_chunks"]) == (5, 5)
 
-    lance.write(with_vectors(_chunks(["m4"]), np.ones((1, 4), dtype=np.float32)), "run", upsert=False)
+    lance.write(with_vectors(_chunks(["m4"]), np.ones((1, 4), dtype=np.float32)), "run")
     twice = compare_chunk_ids(lance, libsql, DAYS[:1])  # the same ids, one of them twice in LanceDB
     assert not twice["consistent"] and twice["lancedb_chunks"] == 6
     assert twice["only_in_lancedb"] == twice["only_in_libsql"] == []

@@ -15,7 +15,9 @@ from agentmem_dagster.engine.ingest import batches_from_embedded, embedded_batch
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.records import MEMORY_SCHEMA
-from agentmem_dagster.engine.writer import Batch, FanOutWriter, LanceSink, LibsqlSink, RetryPolicy, WriteError
+from agentmem_dagster.engine.writer import (
+    Batch, FanOutWriter, LanceSink, LibsqlSink, RetryPolicy, WriteError, write_one_store,
+)
 
 DAY = "2024-06-01"
 
@@ -64,8 +66,11 @@ class Recording:
         self.sink.write(batch)
         self.log.append((self.name, "end", batch.index, time.perf_counter()))
 
-    def finish(self):
-        self.sink.finish()
+    def commit(self):
+        self.sink.commit()
+
+    def rollback(self):
+        self.sink.rollback()
 
 
 def test_batches_are_written_in_order_to_both_stores_while_the_next_is_embedded(stores, embedder):
@@ -128,36 +133,85 @@ def test_a_lock_that_never_clears_fails_with_a_clear_error(stores, embedder):
     blocker.close()
 
 
-def test_a_failed_batch_keeps_old_rows_and_a_rerun_converges(stores, embedder):
+def versions(lance: LanceStore, libsql: LibsqlStore) -> tuple[list, list]:
+    """Every row of DAY in both stores as (chunk id, ingest id)."""
+    lance_rows = LanceStore._scan(lance.table(), ["chunk_id", "ingest_id"], f"day = '{DAY}'").to_pylist()
+    with libsql.pool.connection() as conn:
+        libsql_rows = conn.execute("SELECT chunk_id, ingest_id FROM chunks WHERE day = ?", [DAY]).fetchall()
+    return sorted((r["chunk_id"], r["ingest_id"]) for r in lance_rows), sorted(map(tuple, libsql_rows))
+
+
+def failing_at(batch_index: int, batches):
+    """The batches, with a bad one at `batch_index` (vectors of another dimension, which
+    LanceDB refuses for good)."""
+    for batch in batches:
+        if batch.index == batch_index:
+            bad = batch.chunks.drop_columns(["vector"])
+            flat = pa.array(np.zeros(bad.num_rows * 3, dtype=np.float32))
+            bad = bad.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, 3))
+            batch = Batch(batch.index, batch.memories, bad)
+        yield batch
+
+
+def test_a_failed_batch_leaves_both_stores_as_they_were_and_a_rerun_converges(stores, embedder):
     lance, libsql = stores
     old = memories(30, prefix="old")
-    ingest(old, embedder=embedder, lance=lance, libsql=libsql, days=[DAY], batch_chunks=8)
-    assert len(ids(lance, libsql)[0]) == 30
+    ingest(old, embedder=embedder, lance=lance, libsql=libsql, days=[DAY], ingest_id="run1", batch_chunks=8)
+    before = versions(lance, libsql)
+    assert len(before[0]) == 30 and before[0] == before[1]
 
-    new = memories(30, prefix="new")
-    chunks = chunk_memories(new, embedder.tokenizer, 256)
-
-    def failing_after_two():
-        for batch in embedded_batches(new, chunks, embedder, batch_chunks=8):
-            if batch.index == 2:  # a bad batch: vectors of another dimension
-                bad = batch.chunks.drop_columns(["vector"])
-                flat = pa.array(np.zeros(bad.num_rows * 3, dtype=np.float32))
-                bad = bad.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, 3))
-                batch = Batch(batch.index, batch.memories, bad)
-            yield batch
-
+    new = memories(40, prefix="new")  # new ids, and 10 more of them than before
+    batches = embedded_batches(new, chunk_memories(new, embedder.tokenizer, 256), embedder, batch_chunks=8)
     writer = FanOutWriter([LanceSink(lance, [DAY], "run2"), LibsqlSink(libsql, [DAY], "run2")])
     with pytest.raises(WriteError, match="batch 2 to lancedb"):
-        writer.run(failing_after_two())
-    lance_ids, libsql_ids = ids(lance, libsql)
-    # nothing was dropped: every old row is still there in both stores
-    assert {f"old{i}#0" for i in range(30)} <= set(lance_ids)
-    assert {f"old{i}#0" for i in range(30)} <= set(libsql_ids)
+        writer.run(failing_at(2, batches))
+    # batches 0 and 1 reached both stores, LibSQL wrote 2 as well: all taken out again
+    assert versions(lance, libsql) == before
+    assert libsql.counts([DAY])["memories"] == 30
 
     ingest(new, embedder=embedder, lance=lance, libsql=libsql, days=[DAY], batch_chunks=8)
     lance_ids, libsql_ids = ids(lance, libsql)
-    assert lance_ids == libsql_ids == sorted(f"new{i}#0" for i in range(30))
-    assert libsql.counts([DAY])["memories"] == 30
+    assert lance_ids == libsql_ids == sorted(f"new{i}#0" for i in range(40))
+    assert libsql.counts([DAY])["memories"] == 40
+
+
+@pytest.mark.parametrize("libsql_delay", [0.15, 0.0], ids=["still-writing", "already-done"])
+def test_when_one_store_of_a_run_fails_the_other_keeps_none_of_its_rows(stores, embedder, libsql_delay):
+    """The Dagster writer ops: each writes one store. The one that fails records it and takes
+    the run's rows out of both stores; the other, if still writing, stops at its next batch.
+    Either way neither store keeps a row of the run."""
+    lance, libsql = stores
+    ingest(memories(30, prefix="old"), embedder=embedder, lance=lance, libsql=libsql, days=[DAY], ingest_id="run1")
+    before = versions(lance, libsql)
+    new = memories(60, prefix="new")
+    chunks = chunk_memories(new, embedder.tokenizer, 256)
+    run_sinks = [LanceSink(lance, [DAY], "run2"), LibsqlSink(libsql, [DAY], "run2")]
+    errors, log = {}, []
+
+    def part(index: int, batches, delay: float) -> None:
+        sink = Recording(run_sinks[index], log, delay)
+        try:
+            write_one_store(sink, run_sinks, batches, libsql=libsql, ingest_id="run2")
+        except WriteError as exc:
+            errors[sink.name] = str(exc)
+
+    lance_batches = failing_at(3, embedded_batches(new, chunks, embedder, batch_chunks=6))
+    lance_part = threading.Thread(target=part, args=(0, lance_batches, 0.1))
+    libsql_part = threading.Thread(target=part, args=(1, embedded_batches(new, chunks, embedder, batch_chunks=6), libsql_delay))
+    for thread in (lance_part, libsql_part):
+        thread.start()
+    for thread in (lance_part, libsql_part):
+        thread.join()
+
+    assert "batch 3 to lancedb" in errors["lancedb"]
+    written = {index for name, event, index, _ in log if name == "libsql" and event == "end"}
+    if libsql_delay:
+        assert errors["libsql"].startswith("stopped, the run failed elsewhere: writing lancedb failed")
+        assert 0 < len(written) < 10
+    else:  # it had finished all its batches before the failure
+        assert "libsql" not in errors and len(written) == 10
+    assert versions(lance, libsql) == before
+    assert libsql.failure("run2").startswith("writing lancedb failed")
 
 
 def test_reingesting_unchanged_memories_embeds_nothing(stores, embedder):
@@ -182,12 +236,19 @@ def _run_same_day_twice(stores, embedder, use_lease: bool) -> tuple[list, list]:
 
     lance, libsql = stores
     errors = []
+    both_begun = threading.Barrier(2)  # without the lease: each run notes the day's versions before either writes
+
+    class BeginTogether(Recording):
+        def begin(self):
+            super().begin()
+            both_begun.wait(timeout=30)
 
     def one(prefix: str, start_delay: float):
         time.sleep(start_delay)
         table = memories(20, prefix=prefix)
         log = []
-        sinks = [Recording(LanceSink(lance, [DAY], prefix), log, 0.1), Recording(LibsqlSink(libsql, [DAY], prefix), log, 0.1)]
+        last = Recording if use_lease else BeginTogether  # sinks begin in order
+        sinks = [Recording(LanceSink(lance, [DAY], prefix), log, 0.1), last(LibsqlSink(libsql, [DAY], prefix), log, 0.1)]
         lease = DayLease(libsql, [DAY], prefix, f"{prefix}:both") if use_lease else None
         try:
             FanOutWriter(sinks, lease=lease).run(
@@ -211,10 +272,12 @@ def test_two_runs_of_the_same_day_at_once_end_with_one_runs_rows(stores, embedde
     assert lance_ids in ([f"a{i}#0" for i in sorted(range(20), key=str)], [f"b{i}#0" for i in sorted(range(20), key=str)])
 
 
-def test_without_the_lease_the_same_race_loses_rows(stores, embedder):
-    """Why the lease exists: unserialised, each run drops the other's rows at its end."""
+def test_without_the_lease_the_same_race_keeps_both_runs_rows(stores, embedder):
+    """Why the lease exists: unserialised, neither run knew of the other's version when it
+    began, so neither drops it and the day holds both (a run only drops versions it saw, so
+    rows are never lost)."""
     lance_ids, libsql_ids = _run_same_day_twice(stores, embedder, use_lease=False)
-    assert len(lance_ids) < 20 or len(libsql_ids) < 20
+    assert len(lance_ids) == len(libsql_ids) == 40
 
 
 def test_threads_of_one_process_take_turns_instead_of_deadlocking(tmp_path):
@@ -263,10 +326,10 @@ def test_concurrent_writers_and_a_compaction_on_one_lancedb_table_conflict_and_a
     new = {day: memories(60, prefix=f"new-{day}-", day=day) for day in days}
     embedded = {day: with_vectors(c, embedder.embed(c["text"].to_pylist()))
                 for day, c in ((d, chunk_memories(t, embedder.tokenizer, 256)) for d, t in new.items())}
-    for day in days:  # each day holds an earlier run's rows, so the runs upsert, then delete
+    for day in days:  # each day holds an earlier run's rows, so each run ends with a delete
         old = memories(30, prefix=f"old-{day}-", day=day)
         chunks = chunk_memories(old, embedder.tokenizer, 256)
-        LanceStore(uri).write(with_vectors(chunks, embedder.embed(chunks["text"].to_pylist())), "old", upsert=False)
+        LanceStore(uri).write(with_vectors(chunks, embedder.embed(chunks["text"].to_pylist())), "old")
 
     errors, writer_retries, compaction_retries = [], [], []
     writing = threading.Barrier(len(days) + 1)

@@ -1,63 +1,97 @@
 """The store graph: the same embedded chunks written to LanceDB and LibSQL by two ops that
-run concurrently under the multiprocess executor. Each replaces exactly its run's days,
-reading the staged days batch by batch."""
+run concurrently under the multiprocess executor, each reading the staged days batch by
+batch; then one op that commits both, so that the days' earlier rows go only once both
+stores hold the new ones. If either writer fails, the run's rows come out of both stores."""
 
 import dagster as dg
 
 from ..engine.ingest import batches_in_step
 from ..engine.parquet import DayFiles
-from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink
+from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink, write_one_store
 from ..resources import LanceDBResource, LibSQLResource
 from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
 def _write(
-    context: dg.OpExecutionContext, sink: Sink, libsql: LibSQLResource, memories: DayFiles, embeddings: DayFiles
-) -> None:
-    """Stream the run's batches to one store with the engine's writer; the run id stamps the
-    rows, so the days' rows from earlier runs are dropped once every batch is in. A lease on
-    the days makes another run of the same days wait for this one."""
-    total = embeddings.num_rows
-    days = context.partition_keys
-    lease = DayLease(libsql.store, days, context.run_id, f"{context.run_id}:{sink.name}", on_wait=context.log.info)
+    context: dg.OpExecutionContext, sink: Sink, partner: Sink, libsql: LibSQLResource,
+    memories: DayFiles, embeddings: DayFiles,
+) -> dict:
+    """Stream the run's batches to one store with the engine's writer, uncommitted. A lease
+    on the days makes another run of the same days wait for this one."""
+    days, run = context.partition_keys, context.run_id
+    lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.info)
 
     def on_batch(batch) -> None:
         context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
 
-    writer = FanOutWriter([sink], on_batch=on_batch, on_retry=context.log.warning, lease=lease)
-    stats = writer.run(batches_in_step(memories.batches(), embeddings.batches()))
-    context.log.info(f"{sink.name}: {total} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
-    context.add_output_metadata(
-        {
+    stats = write_one_store(
+        sink, [sink, partner], batches_in_step(memories.batches(), embeddings.batches()),
+        libsql=libsql.store, ingest_id=run, lease=lease, on_batch=on_batch, on_retry=context.log.warning,
+    )
+    context.log.info(f"{sink.name}: {stats.chunks} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
+    return {
+        "replaces": sink.replaces,
+        "metadata": {
             "chunks": stats.chunks,
             "memories": memories.num_rows,
             "batches": stats.batches,
             "retries": stats.retries,
-            "days": len(context.partition_keys),
+            "days": len(days),
             "seconds": round(stats.seconds, 3),
             "memories_per_s": round(memories.num_rows / stats.seconds, 1) if stats.seconds else 0.0,
             "peak_rss_mb": peak_rss_mb(),
-        }
-    )
+        },
+    }
 
 
-@dg.op(out=dg.Out(dg.Nothing), description="Write the run's days to the LanceDB chunk table, batch by batch.")
+@dg.op(description="Write the run's days to the LanceDB chunk table, batch by batch (uncommitted).")
 def write_lancedb(
     context: dg.OpExecutionContext,
     lancedb: LanceDBResource,
     libsql: LibSQLResource,
     memories: DayFiles,
     embeddings: DayFiles,
-):
-    _write(context, LanceSink(lancedb.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
+) -> dict:
+    days, run = context.partition_keys, context.run_id
+    return _write(
+        context, LanceSink(lancedb.store, days, run), LibsqlSink(libsql.store, days, run), libsql, memories, embeddings
+    )
 
 
-@dg.op(out=dg.Out(dg.Nothing), description="Write the run's days of memories and chunks to LibSQL, one transaction per batch.")
+@dg.op(description="Write the run's days of memories and chunks to LibSQL, one transaction per batch (uncommitted).")
 def write_libsql(
-    context: dg.OpExecutionContext, libsql: LibSQLResource, memories: DayFiles, embeddings: DayFiles
+    context: dg.OpExecutionContext,
+    lancedb: LanceDBResource,
+    libsql: LibSQLResource,
+    memories: DayFiles,
+    embeddings: DayFiles,
+) -> dict:
+    days, run = context.partition_keys, context.run_id
+    return _write(
+        context, LibsqlSink(libsql.store, days, run), LanceSink(lancedb.store, days, run), libsql, memories, embeddings
+    )
+
+
+@dg.op(
+    out={"lancedb_memories": dg.Out(dg.Nothing), "libsql_memories": dg.Out(dg.Nothing)},
+    description="Both stores hold the run's rows: drop the rows earlier runs wrote for these days.",
+)
+def commit_days(
+    context: dg.OpExecutionContext,
+    lancedb: LanceDBResource,
+    libsql: LibSQLResource,
+    lancedb_written: dict,
+    libsql_written: dict,
 ):
-    _write(context, LibsqlSink(libsql.store, context.partition_keys, context.run_id), libsql, memories, embeddings)
+    days, run = context.partition_keys, context.run_id
+    sinks = [
+        LanceSink(lancedb.store, days, run, lancedb_written["replaces"]),
+        LibsqlSink(libsql.store, days, run, libsql_written["replaces"]),
+    ]
+    FanOutWriter(sinks, on_retry=context.log.warning).commit()
+    for output, written in (("lancedb_memories", lancedb_written), ("libsql_memories", libsql_written)):
+        yield dg.Output(None, output, metadata={**written["metadata"], "replaced_runs": len(written["replaces"])})
 
 
 @dg.graph_multi_asset(
@@ -74,7 +108,7 @@ def write_libsql(
     group_name="memories",
 )
 def memory_stores(raw_memories: DayFiles, memory_embeddings: DayFiles):
-    return {
-        "lancedb_memories": write_lancedb(raw_memories, memory_embeddings),
-        "libsql_memories": write_libsql(raw_memories, memory_embeddings),
-    }
+    lancedb_memories, libsql_memories = commit_days(
+        write_lancedb(raw_memories, memory_embeddings), write_libsql(raw_memories, memory_embeddings)
+    )
+    return {"lancedb_memories": lancedb_memories, "libsql_memories": libsql_memories}

@@ -118,7 +118,7 @@ def rung_per_record(memories, chunks, embedder, stores, progress, batch_size):
         for i, memory_id in enumerate(memories["memory_id"].to_pylist()):
             part = chunks.take(by_memory[memory_id])
             vectors = np.stack([embedder.embed([t])[0] for t in part["text"].to_pylist()])
-            stores.lance.write(with_vectors(part, vectors), "bench", upsert=False)
+            stores.lance.write(with_vectors(part, vectors), "bench")
             with transaction(conn):
                 _insert_one_by_one(conn, memories.slice(i, 1), part, "bench")
             progress(1)
@@ -140,7 +140,7 @@ def rung_batched_vectors(memories, chunks, embedder, stores, progress, batch_siz
         for mems, part in _fixed_batches(memories, chunks, batch_size):
             texts = part["text"].to_pylist()  # one model call per batch, in input order
             vectors = np.asarray(list(embedder.model.embed(texts, batch_size=len(texts))), dtype=np.float32)
-            stores.lance.write(with_vectors(part, vectors), "bench", upsert=False)
+            stores.lance.write(with_vectors(part, vectors), "bench")
             if one_transaction:
                 with transaction(conn):
                     _insert_one_by_one(conn, mems, part, "bench")

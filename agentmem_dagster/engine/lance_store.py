@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 from datetime import timedelta
 from typing import Iterable, Iterator, Sequence
 
@@ -56,6 +57,7 @@ class LanceStore:
         self._db = None
         self._table = None
         self._async_table = None
+        self._opening = threading.Lock()
 
     def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
         """`exc` as a StoreUnavailable naming this database and AGENTMEM_LANCEDB_URI, when the
@@ -86,44 +88,43 @@ class LanceStore:
 
     def table(self, dim: int | None = None):
         """The chunk table; created on first write (needs `dim`), None if absent on read."""
-        if self._table is None:
-            if self.table_name in self.db.list_tables().tables:
-                self._table = self.db.open_table(self.table_name)
-            elif dim is not None:
-                self._table = self.db.create_table(
-                    self.table_name, schema=lance_schema(dim), exist_ok=True
-                )
-        else:
+        if self._table is not None:
             self._table.checkout_latest()
+            return self._table
+        with self._opening:  # threads of one writer may both find it absent
+            if self._table is None:
+                if dim is not None:  # opens it when another thread or process created it first
+                    self._table = self.db.create_table(self.table_name, schema=lance_schema(dim), exist_ok=True)
+                elif self.table_name in self.db.list_tables().tables:
+                    self._table = self.db.open_table(self.table_name)
         return self._table
 
-    def has_rows(self, days: Sequence[str]) -> bool:
-        table = self.table()
-        return table is not None and table.count_rows(in_list("day", days)) > 0
-
-    def write(self, chunks: pa.Table, ingest_id: str, *, upsert: bool) -> int:
-        """Add a batch of chunks (with `vector`), stamped with `ingest_id`.
-
-        `upsert` merges on chunk_id, for days that may already hold some of these rows;
-        without it rows are appended, which is several times faster.
-        """
+    def write(self, chunks: pa.Table, ingest_id: str) -> int:
+        """Append a batch of chunks (with `vector`), stamped with `ingest_id`. Rows of earlier
+        ingestions of the same days stay until `drop_versions`: appending is several times
+        faster than merging on chunk_id, and a failed run can be taken back exactly."""
         dim = chunks.schema.field("vector").type.list_size
         data = chunks.append_column("ingest_id", pa.array([ingest_id] * chunks.num_rows, pa.string()))
         data = data.select(LANCE_COLUMNS + ["vector"]).cast(lance_schema(dim))
         with explained(self.explain):
-            table = self.table(dim)
-            if upsert:
-                table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
-            else:
-                table.add(data)
+            self.table(dim).add(data)
         return data.num_rows
 
-    def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
-        """Drop the rows of `days` that the ingestion `ingest_id` did not write."""
+    def versions(self, days: Sequence[str]) -> list[str]:
+        """The ingestions whose rows `days` hold."""
         table = self.table()
-        if table is not None:
+        if table is None:
+            return []
+        with explained(self.explain):
+            found = self._scan(table, ["ingest_id"], in_list("day", days))
+        return sorted(set(found["ingest_id"].to_pylist()))
+
+    def drop_versions(self, days: Sequence[str], ingest_ids: Sequence[str]) -> None:
+        """Delete the rows of `days` written by the ingestions `ingest_ids`."""
+        table = self.table()
+        if table is not None and ingest_ids:
             with explained(self.explain):
-                table.delete(f"{in_list('day', days)} AND ingest_id != {sql_literal(ingest_id)}")
+                table.delete(f"{in_list('day', days)} AND {in_list('ingest_id', ingest_ids)}")
 
     def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
         table = self.table()

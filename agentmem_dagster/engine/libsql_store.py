@@ -18,9 +18,11 @@ import pyarrow.compute as pc
 
 from .errors import StoreUnavailable, explain, explained, local_path
 
+# Memories and chunks are kept as versions: a run writes its rows beside those of earlier runs
+# (the key includes `ingest_id`) and drops the older versions only once both stores hold its own.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
-    memory_id TEXT PRIMARY KEY,
+    memory_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
     agent_id TEXT,
     session_id TEXT,
@@ -33,11 +35,12 @@ CREATE TABLE IF NOT EXISTS memories (
     day TEXT NOT NULL,
     source_file TEXT,
     source_line INTEGER,
-    ingest_id TEXT NOT NULL
+    ingest_id TEXT NOT NULL,
+    PRIMARY KEY (memory_id, ingest_id)
 );
 CREATE INDEX IF NOT EXISTS memories_day ON memories(day);
 CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id TEXT PRIMARY KEY,
+    chunk_id TEXT NOT NULL,
     memory_id TEXT NOT NULL,
     chunk_index INTEGER NOT NULL,
     chunk_count INTEGER NOT NULL,
@@ -45,7 +48,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     text_hash TEXT NOT NULL,
     user_id TEXT NOT NULL,
     day TEXT NOT NULL,
-    ingest_id TEXT NOT NULL
+    ingest_id TEXT NOT NULL,
+    PRIMARY KEY (chunk_id, ingest_id)
 );
 CREATE INDEX IF NOT EXISTS chunks_day ON chunks(day);
 -- No index serves a query on these (memories are read by id, chunks by day); each slowed inserts.
@@ -65,6 +69,11 @@ CREATE TABLE IF NOT EXISTS day_leases (
     pid INTEGER NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (day, holder)
+);
+CREATE TABLE IF NOT EXISTS failed_ingestions (
+    ingest_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    failed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     day TEXT NOT NULL,
@@ -252,6 +261,37 @@ def bulk_insert(
     return sql, params
 
 
+# Databases written before rows were versions key memories and chunks by id alone. Opening one
+# renames those tables aside, lets the schema create the versioned ones, and copies the rows.
+UNVERSIONED = {"memories": "memory_id", "chunks": "chunk_id"}
+
+
+def unversioned_tables(conn) -> list[str]:
+    """Tables still keyed by id alone, or set aside and not yet copied."""
+    found = []
+    for table, key in UNVERSIONED.items():
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # (cid, name, type, notnull, default, pk)
+        aside = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone()
+        if [row[1] for row in info if row[5]] == [key] or aside:
+            found.append(table)
+    return found
+
+
+def set_aside_unversioned_tables(conn) -> None:
+    for table, key in UNVERSIONED.items():
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+        if [row[1] for row in info if row[5]] == [key]:
+            conn.execute(f"DROP INDEX IF EXISTS {table}_day")
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_unversioned")
+
+
+def copy_unversioned_rows(conn) -> None:
+    for table in UNVERSIONED:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone():
+            conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM {table}_unversioned")
+            conn.execute(f"DROP TABLE {table}_unversioned")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -368,7 +408,13 @@ class LibsqlStore:
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
         with explained(lambda exc: self.explain(exc, "cannot be opened")), pool.connection() as conn:
+            if unversioned_tables(conn):  # read without a lock: writing only when there is work
+                with transaction(conn):
+                    set_aside_unversioned_tables(conn)
             conn.executescript(SCHEMA)
+            if unversioned_tables(conn):
+                with transaction(conn):
+                    copy_unversioned_rows(conn)
 
     def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
         """`exc` as a StoreUnavailable naming this database and AGENTMEM_LIBSQL_URL, when the
@@ -387,7 +433,8 @@ class LibsqlStore:
             conn.execute("DELETE FROM day_leases WHERE 0")
 
     def write(self, memories: pa.Table, chunks: pa.Table, ingest_id: str) -> int:
-        """Upsert a batch of memories and chunks, stamped with `ingest_id`, in one transaction."""
+        """Insert a batch of memories and chunks, stamped with `ingest_id`, in one transaction
+        (a retried batch replaces its own rows)."""
         if memories.num_rows and pc.max(pc.abs(memories["created_at_us"])).as_py() >= 2**53:
             # libsql binds larger Python ints as floats: refuse rather than lose precision
             raise ValueError("created_at_us beyond 2**53 cannot be stored exactly in LibSQL")
@@ -401,13 +448,38 @@ class LibsqlStore:
                 conn.execute(sql, params)
         return chunks.num_rows
 
-    def delete_stale(self, days: Sequence[str], ingest_id: str) -> None:
-        """Drop the memories and chunks of `days` that the ingestion `ingest_id` did not write."""
-        params = [*days, ingest_id]
-        where = f"day IN ({placeholders(len(days))}) AND ingest_id != ?"
+    def versions(self, days: Sequence[str]) -> list[str]:
+        """The ingestions whose rows `days` hold."""
+        where, params = _days_clause(days)
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT ingest_id FROM memories{where} UNION SELECT ingest_id FROM chunks{where}", params + params
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def drop_versions(self, days: Sequence[str], ingest_ids: Sequence[str]) -> None:
+        """Delete the memories and chunks of `days` written by the ingestions `ingest_ids`."""
+        if not ingest_ids:
+            return
+        params = [*days, *ingest_ids]
+        where = f"day IN ({placeholders(len(days))}) AND ingest_id IN ({placeholders(len(ingest_ids))})"
         with self.writing() as conn:
             conn.execute(f"DELETE FROM chunks WHERE {where}", params)
             conn.execute(f"DELETE FROM memories WHERE {where}", params)
+
+    def mark_failed(self, ingest_id: str, reason: str) -> None:
+        """Record that the ingestion failed: its other writers stop and remove their rows."""
+        with self.writing() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO failed_ingestions (ingest_id, reason, failed_at) VALUES (?, ?, ?)",
+                [ingest_id, reason, time.time()],
+            )
+
+    def failure(self, ingest_id: str) -> str | None:
+        """Why the ingestion failed, if one of its writers recorded a failure."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT reason FROM failed_ingestions WHERE ingest_id = ?", [ingest_id]).fetchone()
+        return row[0] if row else None
 
     def cached_vectors(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
         """Vectors (float32 bytes) already computed by `model` for these text hashes."""

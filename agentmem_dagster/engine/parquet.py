@@ -7,6 +7,8 @@ per batch, so a batch of memories stays one batch down to the stores."""
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
@@ -18,11 +20,16 @@ import pyarrow.parquet as pq
 BATCH_ROWS = 8192
 
 
+def aside(path: Path, what: str) -> Path:
+    """A hidden name beside `path`, this process's own: two runs of one day may stage it at once."""
+    return path.with_name(f".{path.name}.{what}.{os.getpid()}.{threading.get_ident()}")
+
+
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.Table | pa.RecordBatch]) -> int:
     """Write `batches` to `path` as they come, one row group each; the file appears only once
     complete (written aside, then renamed). Returns the number of rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = aside(path, "tmp")
     rows = 0
     try:
         with pq.ParquetWriter(tmp, schema) as writer:

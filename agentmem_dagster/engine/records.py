@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .parquet import BATCH_ROWS, read_batches, write_parquet
+from .parquet import BATCH_ROWS, aside, read_batches, write_parquet
 
 MEMORY_SCHEMA = pa.schema(
     [
@@ -453,7 +453,7 @@ def write_landing_day(landing: str | Path, day: str, path: Path, batch_rows: int
     memory_ids, for duplicates): every valid record is written aside, then the records that
     lost to a later duplicate are left out of the final file. ``memories`` is None."""
     landed = LandingDay(day)
-    everything = path.with_name(f".{path.name}.all")
+    everything = aside(path, "all")
     try:
         write_parquet(everything, MEMORY_SCHEMA, _batches(_landing_rows(_day_folder(landing, day), landed), batch_rows))
         keep = _last_of_each_id(pq.read_table(everything, columns=["memory_id"])["memory_id"])

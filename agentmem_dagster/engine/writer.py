@@ -7,10 +7,12 @@ the producer blocks (backpressure) instead of piling up vectors in memory. Trans
 are retried with exponential backoff; a batch that keeps failing stops the run with an error
 that names the store and the batch.
 
-Idempotent replacement of days: every row a run writes carries its `ingest_id`; writes are
-upserts; once every batch is in, each store drops the rows of those days that carry another
-id. A run that dies half-way leaves old and new rows side by side, never fewer; running it
-again converges both stores to exactly the new rows.
+Replacing days: a run writes its rows as a new version, beside the rows already there, each
+row stamped with the run's `ingest_id`. `begin` notes the versions the days hold; once every
+store holds the whole new version, `commit` drops those. If a batch keeps failing, `rollback`
+drops the run's own rows again, so the days keep exactly the rows they had. A run killed
+outright leaves its partial version beside the old one (search shows one hit per memory);
+the next run of those days drops both.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
 
-from .errors import StoreUnavailable
+from .errors import StoreUnavailable, detail
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 
@@ -62,43 +64,50 @@ class Sink(Protocol):
 
     def begin(self) -> None: ...
     def write(self, batch: Batch) -> None: ...
-    def finish(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+class VersionStore(Protocol):
+    def versions(self, days: Sequence[str]) -> list[str]: ...
+    def drop_versions(self, days: Sequence[str], ingest_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
-class LanceSink:
-    store: LanceStore
+class _VersionedSink:
+    """The version bookkeeping both stores share; subclasses write the batches."""
+
+    store: VersionStore
     days: Sequence[str]
     ingest_id: str
-    name: str = "lancedb"
-    _upsert: bool = True
+    replaces: list[str] = field(default_factory=list)  # the versions `commit` drops
 
     def begin(self) -> None:
-        # Appending is much faster than merging; it is safe when the days hold no rows yet.
-        self._upsert = self.store.has_rows(self.days)
+        self.replaces = [v for v in self.store.versions(self.days) if v != self.ingest_id]
+
+    def commit(self) -> None:
+        self.store.drop_versions(self.days, self.replaces)
+
+    def rollback(self) -> None:
+        self.store.drop_versions(self.days, [self.ingest_id])
+
+
+@dataclass
+class LanceSink(_VersionedSink):
+    store: LanceStore
+    name = "lancedb"
 
     def write(self, batch: Batch) -> None:
-        self.store.write(batch.chunks, self.ingest_id, upsert=self._upsert)
-
-    def finish(self) -> None:
-        self.store.delete_stale(self.days, self.ingest_id)
+        self.store.write(batch.chunks, self.ingest_id)
 
 
 @dataclass
-class LibsqlSink:
+class LibsqlSink(_VersionedSink):
     store: LibsqlStore
-    days: Sequence[str]
-    ingest_id: str
-    name: str = "libsql"
-
-    def begin(self) -> None:
-        pass
+    name = "libsql"
 
     def write(self, batch: Batch) -> None:
         self.store.write(batch.memories, batch.chunks, self.ingest_id)
-
-    def finish(self) -> None:
-        self.store.delete_stale(self.days, self.ingest_id)
 
 
 class WriteError(RuntimeError):
@@ -109,7 +118,8 @@ class WriteError(RuntimeError):
 class DayLease:
     """Serialises ingestions of the same days: while one run replaces a day, another waits.
 
-    Without it two runs of one day would each drop the other's rows at the end. The lease
+    Without it two runs of one day begun at once would each keep the other's rows (a run only
+    drops the versions it found when it began), and the day would hold both. The lease
     lives in LibSQL (shared by every process of every run), is re-entrant for the stores of
     one run (same ingest_id), is renewed as batches are written, and does not outlive a
     dead process on this host or its expiry elsewhere."""
@@ -162,10 +172,7 @@ class RetryPolicy:
                 if not is_transient(exc) or attempt == self.attempts:
                     if isinstance(exc, StoreUnavailable):  # already names the cause and the setting
                         raise StoreUnavailable(f"{what} failed after {attempt} attempt(s): {exc}") from exc
-                    raise WriteError(
-                        f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}. "
-                        "Rows already written are kept; run the same days again to complete them."
-                    ) from exc
+                    raise WriteError(f"{what} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}") from exc
                 delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * (0.5 + random.random())
                 if on_retry:
                     on_retry(f"{what}: {exc} (retry {attempt} in {delay:.2f}s)")
@@ -207,14 +214,38 @@ class FanOutWriter:
         self.on_retry = on_retry
         self.lease = lease
 
-    def run(self, batches: Iterable[Batch]) -> WriteStats:
-        if self.lease is None:
-            return self._run(batches)
-        self.lease.acquire()
+    def run(self, batches: Iterable[Batch], *, commit: bool = True) -> WriteStats:
+        """Write every batch to every sink, then commit them (unless `commit` is false: the
+        caller commits once other writers of the same run are done). On failure the sinks
+        are rolled back and the error raised."""
+        if self.lease is not None:
+            self.lease.acquire()
         try:
-            return self._run(batches)
+            try:
+                stats = self._run(batches)
+            except BaseException as exc:
+                self.rollback(exc)
+                raise
+            if commit:
+                self.commit()
+            return stats
         finally:
-            self.lease.release()
+            if self.lease is not None:
+                self.lease.release()
+
+    def commit(self) -> None:
+        """Drop the versions the days held before: only once every sink holds the new one."""
+        for sink in self.sinks:
+            self.retry.call(sink.commit, f"committing {sink.name}", self.on_retry)
+
+    def rollback(self, error: BaseException) -> None:
+        """Take the run's rows out of every sink again; a rollback that fails too (the disk
+        is still full, say) is added to `error`: the next run of the days removes them."""
+        for sink in self.sinks:
+            try:
+                self.retry.call(sink.rollback, f"removing this run's rows from {sink.name}", self.on_retry)
+            except Exception as exc:  # noqa: BLE001 - reported with the error that caused it
+                error.add_note(f"{exc}; the next run of these days removes them")
 
     def _run(self, batches: Iterable[Batch]) -> WriteStats:
         stats = WriteStats()
@@ -298,8 +329,45 @@ class FanOutWriter:
                 worker.join()
         if failure:
             raise failure[0]
-        # Only a complete run may drop the rows it did not write.
-        for sink in self.sinks:
-            self.retry.call(sink.finish, f"finishing {sink.name}", self.on_retry)
         stats.seconds = time.perf_counter() - started
         return stats
+
+
+def write_one_store(
+    sink: Sink,
+    run_sinks: Sequence[Sink],
+    batches: Iterable[Batch],
+    *,
+    libsql: LibsqlStore,
+    ingest_id: str,
+    lease: DayLease | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    on_retry: Callable[[str], None] | None = None,
+) -> WriteStats:
+    """One store's part of a run whose stores are written by separate processes (the Dagster
+    writer ops), left uncommitted: the step after them commits every sink of the run.
+
+    A part that fails records the failure in LibSQL, then takes the run's rows out of every
+    store (`run_sinks`); the other parts see the record after their next batch, or at their
+    end, stop and do the same. So a failed run leaves both stores as they were."""
+
+    def stop_if_failed() -> None:
+        if (reason := libsql.failure(ingest_id)) is not None:
+            raise WriteError(f"stopped, the run failed elsewhere: {reason}")
+
+    def after_batch(batch: Batch) -> None:
+        if on_batch:
+            on_batch(batch)
+        stop_if_failed()
+
+    try:
+        stats = FanOutWriter([sink], on_batch=after_batch, on_retry=on_retry, lease=lease).run(batches, commit=False)
+        stop_if_failed()
+        return stats
+    except Exception as exc:
+        try:
+            libsql.mark_failed(ingest_id, f"writing {sink.name} failed: {detail(exc)}")
+        except Exception as mark_exc:  # noqa: BLE001 - the other parts may then commit theirs
+            exc.add_note(f"the failure could not be recorded for the other writers: {mark_exc}")
+        FanOutWriter(run_sinks, on_retry=on_retry).rollback(exc)
+        raise
