@@ -176,8 +176,8 @@ def embed_ceiling(chunks: pa.Table, embedder: Embedder) -> float:
 
 
 # The storage figure's sample: enough memories for several writer batches of STORE_BATCH_CHUNKS
-# (24,121 chunk rows: three batches), so that the fixed costs of a run (creating the LanceDB
-# table, the first commit, the WAL checkpoint) weigh what they weigh in a day's ingestion.
+# (24,261 chunk rows: three batches), so that the fixed costs of a run (creating the LanceDB
+# table, the first commit, the WAL checkpoints) weigh what they weigh in a day's ingestion.
 STORAGE_MEMORIES = 20_000
 STORAGE_RUNS = 3
 
@@ -203,7 +203,7 @@ def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> 
 
 def storage_figures(chunks: pa.Table, memories: pa.Table, embedder: Embedder, dim: int, root: Path) -> dict:
     """The storage path alone, medians of STORAGE_RUNS runs: on STORAGE_MEMORIES memories (the
-    figure), and on the ladder's own memories (one batch when few: fixed costs dominate)."""
+    figure), and on the ladder's own memories (one batch when they are few, as before)."""
     sample = bench_memories(STORAGE_MEMORIES, seed=11, prefix="storage")
     sample_chunks = chunk_memories(sample, embedder.tokenizer, embedder.max_tokens)
 

@@ -94,8 +94,8 @@ CHUNK_COLUMNS = [
 ]
 BUSY_TIMEOUT_MS = 30_000
 # Pages of 16 KiB for new databases: a quarter as many pages (B-tree pages, overflow pages, WAL
-# frames) as SQLite's 4 KiB for the same bytes; batch inserts ran ~30% faster and reads by id
-# no slower (BENCHMARKS.md). Existing databases keep the page size they have.
+# frames) as SQLite's 4 KiB for the same bytes; batch inserts ran 20-30% faster and reads by
+# id no slower (BENCHMARKS.md). Existing databases keep the page size they have.
 PAGE_SIZE = 16_384
 # The WAL is checkpointed once it holds this much, whatever the page size: SQLite's default
 # of 1,000 pages, counted in pages of 4 KiB (larger pages would otherwise defer checkpoints).
