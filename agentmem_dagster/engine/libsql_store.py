@@ -266,28 +266,30 @@ def bulk_insert(
 UNVERSIONED = {"memories": "memory_id", "chunks": "chunk_id"}
 
 
+def _keyed_by_id_alone(conn, table: str) -> bool:
+    info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # (cid, name, type, notnull, default, pk)
+    return [row[1] for row in info if row[5]] == [UNVERSIONED[table]]
+
+
+def _set_aside(conn, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone() is not None
+
+
 def unversioned_tables(conn) -> list[str]:
     """Tables still keyed by id alone, or set aside and not yet copied."""
-    found = []
-    for table, key in UNVERSIONED.items():
-        info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # (cid, name, type, notnull, default, pk)
-        aside = conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone()
-        if [row[1] for row in info if row[5]] == [key] or aside:
-            found.append(table)
-    return found
+    return [table for table in UNVERSIONED if _keyed_by_id_alone(conn, table) or _set_aside(conn, table)]
 
 
 def set_aside_unversioned_tables(conn) -> None:
-    for table, key in UNVERSIONED.items():
-        info = conn.execute(f"PRAGMA table_info({table})").fetchall()
-        if [row[1] for row in info if row[5]] == [key]:
+    for table in UNVERSIONED:
+        if _keyed_by_id_alone(conn, table):
             conn.execute(f"DROP INDEX IF EXISTS {table}_day")
             conn.execute(f"ALTER TABLE {table} RENAME TO {table}_unversioned")
 
 
 def copy_unversioned_rows(conn) -> None:
     for table in UNVERSIONED:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone():
+        if _set_aside(conn, table):
             conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM {table}_unversioned")
             conn.execute(f"DROP TABLE {table}_unversioned")
 
