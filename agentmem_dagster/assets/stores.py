@@ -13,6 +13,14 @@ from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
 
 
+def _run_sinks(
+    context: dg.OpExecutionContext, lancedb: LanceDBResource, libsql: LibSQLResource
+) -> tuple[LanceSink, LibsqlSink]:
+    """Both stores' sinks for this run's days, stamped with the run id."""
+    days, run = context.partition_keys, context.run_id
+    return LanceSink(lancedb.store, days, run), LibsqlSink(libsql.store, days, run)
+
+
 def _write(
     context: dg.OpExecutionContext, sink: Sink, partner: Sink, libsql: LibSQLResource,
     memories: DayFiles, embeddings: DayFiles,
@@ -53,10 +61,8 @@ def write_lancedb(
     memories: DayFiles,
     embeddings: DayFiles,
 ) -> dict:
-    days, run = context.partition_keys, context.run_id
-    return _write(
-        context, LanceSink(lancedb.store, days, run), LibsqlSink(libsql.store, days, run), libsql, memories, embeddings
-    )
+    lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
+    return _write(context, lance_sink, libsql_sink, libsql, memories, embeddings)
 
 
 @dg.op(description="Write the run's days of memories and chunks to LibSQL, one transaction per batch (uncommitted).")
@@ -67,10 +73,8 @@ def write_libsql(
     memories: DayFiles,
     embeddings: DayFiles,
 ) -> dict:
-    days, run = context.partition_keys, context.run_id
-    return _write(
-        context, LibsqlSink(libsql.store, days, run), LanceSink(lancedb.store, days, run), libsql, memories, embeddings
-    )
+    lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
+    return _write(context, libsql_sink, lance_sink, libsql, memories, embeddings)
 
 
 @dg.op(
@@ -84,12 +88,9 @@ def commit_days(
     lancedb_written: dict,
     libsql_written: dict,
 ):
-    days, run = context.partition_keys, context.run_id
-    sinks = [
-        LanceSink(lancedb.store, days, run, lancedb_written["replaces"]),
-        LibsqlSink(libsql.store, days, run, libsql_written["replaces"]),
-    ]
-    FanOutWriter(sinks, on_retry=context.log.warning).commit()
+    lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
+    lance_sink.replaces, libsql_sink.replaces = lancedb_written["replaces"], libsql_written["replaces"]
+    FanOutWriter([lance_sink, libsql_sink], on_retry=context.log.warning).commit()
     for output, written in (("lancedb_memories", lancedb_written), ("libsql_memories", libsql_written)):
         yield dg.Output(None, output, metadata={**written["metadata"], "replaced_runs": len(written["replaces"])})
 
