@@ -192,3 +192,43 @@ def test_a_database_from_before_versions_keeps_its_rows(tmp_path):
     assert store.memories_by_id(["late"])["late"]["created_at_us"] == 1717243200000001
     assert store.counts([DAY])["chunks"] == 1
     store.pool.close()
+
+
+def test_a_lancedb_table_from_before_uncompressed_columns_takes_new_rows(tmp_path, static_model):
+    """Tables are now created with their strings and vectors stored uncompressed; a table an
+    earlier release created with LanceDB's default encodings keeps working: a new run's rows
+    go in beside the old ones, replace them, and are found by search."""
+    import lancedb
+    import numpy as np
+
+    from agentmem_dagster.engine.chunking import chunk_memories, with_vectors
+    from agentmem_dagster.engine.lance_store import lance_schema
+
+    embedder = Embedder(*static_model)
+    memories = _table([("m1", "bob", "bob keeps bees on the roof"), ("m2", "bob", "bob's sister lives in Porto")])
+    chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens)
+    embedded = with_vectors(chunks, embedder.embed(chunks["text"].to_pylist()))
+    dim = embedded.schema.field("vector").type.list_size
+    before = pa.schema([field.remove_metadata() for field in lance_schema(dim)])  # as created before
+    old = embedded.append_column("ingest_id", pa.array(["before"] * embedded.num_rows))
+    lancedb.connect(str(tmp_path / "lance")).create_table("memories", old.select(before.names).cast(before))
+
+    lance, libsql = LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    assert lance.versions([DAY]) == ["before"]
+    assert lance.write(embedded, "after") == 2
+    assert lance.versions([DAY]) == ["after", "before"]
+    lance.drop_versions([DAY], ["before"])
+    assert sorted(lance.chunk_ids([DAY])) == ["m1#0", "m2#0"] and lance.versions([DAY]) == ["after"]
+    assert not lance.table().schema.field("text").metadata  # the old table keeps its encodings
+    libsql.write(memories, chunks, "after")
+    hits = search(embedder, lance, libsql, "who keeps bees?", user_id="bob", k=1).hits
+    assert [hit.memory_id for hit in hits] == ["m1"]
+    libsql.pool.close()
+
+    fresh = LanceStore(str(tmp_path / "fresh"))
+    fresh.write(embedded, "run")
+    schema = fresh.table().schema
+    assert {schema.field(name).metadata.get(b"lance-encoding:compression") for name in ("text", "vector", "day")} == {b"none"}
+    stored = fresh._scan(fresh.table(), ["chunk_id", "vector"], None).sort_by("chunk_id")
+    assert stored["chunk_id"].to_pylist() == ["m1#0", "m2#0"]
+    assert np.array_equal(np.stack(stored["vector"].to_pylist()), np.stack(embedded["vector"].to_pylist()))

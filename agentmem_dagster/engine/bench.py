@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -84,14 +85,22 @@ def peak_rss():
 class Stores:
     lance: LanceStore
     libsql: LibsqlStore
+    path: Path
 
     def close(self):
         self.libsql.pool.close()
 
+    def discard(self):
+        """Close and delete them. The per-record rung leaves 1.3 GB of LanceDB manifests (one
+        per commit, each listing every fragment so far); while the kernel wrote them back,
+        the stores of later measurements ran at 60% of their speed (BENCHMARKS.md)."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
 
 def fresh_stores(root: Path, pool_size: int = 4) -> Stores:
     path = root / uuid.uuid4().hex[:8]
-    return Stores(LanceStore(str(path / "lance")), LibsqlStore(LibsqlPool(str(path / "m.db"), size=pool_size)))
+    return Stores(LanceStore(str(path / "lance")), LibsqlStore(LibsqlPool(str(path / "m.db"), size=pool_size)), path)
 
 
 def _chunks_by_memory(chunks: pa.Table) -> dict[str, list[int]]:
@@ -179,7 +188,7 @@ def embed_ceiling(chunks: pa.Table, embedder: Embedder) -> float:
 # (24,261 chunk rows: three batches), so that the fixed costs of a run (creating the LanceDB
 # table, the first commit, the WAL checkpoints) weigh what they weigh in a day's ingestion.
 STORAGE_MEMORIES = 20_000
-STORAGE_RUNS = 3
+STORAGE_RUNS = 5
 
 
 def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> float:
@@ -198,7 +207,7 @@ def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> 
         )
         return chunks.num_rows / (time.perf_counter() - started)
     finally:
-        stores.close()
+        stores.discard()
 
 
 def storage_figures(chunks: pa.Table, memories: pa.Table, embedder: Embedder, dim: int, root: Path) -> dict:
@@ -231,7 +240,7 @@ def cached_reingest(memories: pa.Table, embedder: Embedder, root: Path) -> dict:
             times.append(time.perf_counter() - started)
         return {"first_s": round(times[0], 3), "again_s": round(times[1], 3), "speedup": round(times[0] / times[1], 1)}
     finally:
-        stores.close()
+        stores.discard()
 
 
 def machine() -> dict:
@@ -270,7 +279,7 @@ def run_ladder(
                     seconds = time.perf_counter() - started
                 assert sorted(stores.lance.chunk_ids([DAY])) == sorted(stores.libsql.chunk_ids([DAY]))
             finally:
-                stores.close()
+                stores.discard()
             rungs.append({
                 "name": name, "memories_per_s": round(n_memories / seconds, 1),
                 "seconds": round(seconds, 3), "peak_rss_mb": round(rss["peak_mb"], 1),

@@ -29,6 +29,12 @@ VECTOR_INDEX_MIN_ROWS = 100_000
 # Partitions probed, and candidates re-ranked on the full vectors: PQ distances alone found
 # 38% of the true top 10 at 1M rows, re-ranking 200 candidates 96% (BENCHMARKS.md).
 VECTOR_NPROBES, VECTOR_CANDIDATES = 20, 200
+# LanceDB caches manifests and file metadata per connection, up to 1 GiB by default, and the
+# memory is not given back when the connection goes. Every commit adds a manifest: after 5,000
+# small commits (the bench's per-record rung) the process held 1.1 GB more and both stores'
+# writes ran a third slower, for the rest of the process. One table's current metadata is a
+# few MB, so this bound costs reads nothing (BENCHMARKS.md).
+METADATA_CACHE_BYTES = 64 << 20
 
 
 def sql_literal(value: str) -> str:
@@ -44,10 +50,16 @@ def in_list(column: str, values: Iterable[str]) -> str:
     return f"{column} IN ({', '.join(sql_literal(v) for v in values)})"
 
 
+# Stored without compression: LanceDB's default compresses the strings and tries the vectors
+# (which do not shrink), a quarter of its CPU per write for 14% less disk (BENCHMARKS.md).
+UNCOMPRESSED = {"lance-encoding:compression": "none"}
+
+
 def lance_schema(dim: int) -> pa.Schema:
     fields = [CHUNK_SCHEMA.field(name) for name in LANCE_COLUMNS if name != "ingest_id"]
     fields.insert(LANCE_COLUMNS.index("ingest_id"), pa.field("ingest_id", pa.string()))
-    return pa.schema(fields + [pa.field("vector", pa.list_(pa.float32(), dim))])
+    fields.append(pa.field("vector", pa.list_(pa.float32(), dim)))
+    return pa.schema([f.with_metadata(UNCOMPRESSED) if f.type == pa.string() or f.name == "vector" else f for f in fields])
 
 
 class LanceStore:
@@ -57,6 +69,7 @@ class LanceStore:
         self._db = None
         self._table = None
         self._async_table = None
+        self._session = None
         self._opening = threading.Lock()
 
     def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
@@ -65,12 +78,21 @@ class LanceStore:
         return explain(exc, f"LanceDB {self.uri!r}", "AGENTMEM_LANCEDB_URI", cause=cause, path=local_path(self.uri))
 
     @property
+    def session(self):
+        """The caches this store's connections share, bounded (METADATA_CACHE_BYTES)."""
+        if self._session is None:
+            import lancedb
+
+            self._session = lancedb.Session(metadata_cache_size_bytes=METADATA_CACHE_BYTES)
+        return self._session
+
+    @property
     def db(self):
         if self._db is None:
             import lancedb
 
             with explained(lambda exc: self.explain(exc, "cannot be opened or reached")):
-                db = lancedb.connect(self.uri)
+                db = lancedb.connect(self.uri, session=self.session)
                 db.list_tables()  # reach the storage now rather than at the first write
             self._db = db
         return self._db
@@ -223,7 +245,7 @@ class LanceStore:
             from lancedb.background_loop import LOOP
 
             async def open_table():
-                db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0))
+                db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0), session=self.session)
                 if self.table_name not in (await db.list_tables()).tables:
                     return None
                 return await db.open_table(self.table_name)
