@@ -25,7 +25,7 @@ from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteS
 # more of the writing; 2,048 measured best end to end (BENCHMARKS.md).
 DEFAULT_BATCH_CHUNKS = 2048
 # Writing vectors already computed (the bench's storage figure): nothing to overlap, go big.
-STORE_BATCH_CHUNKS = 16_384
+STORE_BATCH_CHUNKS = 8192
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # Memories per batch: a few MB of memories, and of their chunks with vectors.
-BATCH_ROWS = 16_384
+BATCH_ROWS = 8192
 
 
 def aside(path: Path, what: str) -> Path:
