@@ -87,14 +87,11 @@ class Stores:
     libsql: LibsqlStore
     path: Path
 
-    def close(self):
-        self.libsql.pool.close()
-
     def discard(self):
         """Close and delete them. The per-record rung leaves 1.3 GB of LanceDB manifests (one
-        per commit, each listing every fragment so far); while the kernel wrote them back,
-        the stores of later measurements ran at 60% of their speed (BENCHMARKS.md)."""
-        self.close()
+        per commit, each listing every fragment so far); while those were on disk, the stores
+        of later measurements ran at 60% of their speed (why is not known; BENCHMARKS.md)."""
+        self.libsql.pool.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
 
