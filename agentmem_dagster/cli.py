@@ -372,6 +372,8 @@ def cmd_bench(args) -> int:
             f"  storage alone: {doc['storage_rows_per_s']:.0f} chunk rows/s into both stores "
             f"({storage['chunk_rows']} chunk rows; the ladder's {storage['ladder_chunk_rows']}: {storage['ladder_rows_per_s']:.0f}/s)"
         )
+        by_day = storage["by_day_rows_per_s"]
+        print(f"  day after day into the same stores: {' '.join(f'{rate:.0f}' for rate in by_day)} chunk rows/s")
         cached = doc["cached_reingest"]
         print(f"  re-ingest with warm cache: {cached['first_s']}s -> {cached['again_s']}s ({cached['speedup']}x)")
     return 0

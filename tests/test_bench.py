@@ -28,4 +28,4 @@ def test_bench_json_contract(agentmem_home):
     assert doc["storage_rows_per_s"] > 0 and doc["cached_reingest"]["again_s"] > 0
     storage = doc["storage"]
     assert storage["chunk_rows"] > storage["batch_chunks"] and storage["ladder_chunk_rows"] == doc["chunks"]
-    assert storage["ladder_rows_per_s"] > 0
+    assert storage["ladder_rows_per_s"] > 0 and len(storage["by_day_rows_per_s"]) == 10

@@ -126,7 +126,7 @@ def test_a_backfill_beside_a_scheduled_run_of_one_of_its_days(agentmem_home):
         lance_ids = engine.lance.chunk_ids([day])
         assert len(lance_ids) == len(set(lance_ids)) == engine.stats([day])["chunks"] > 0
         assert sorted(lance_ids) == sorted(engine.libsql.chunk_ids([day]))
-        stored = engine.libsql.memories_by_id(expected["memory_id"].to_pylist())
+        stored = engine.libsql.memories((day, m) for m in expected["memory_id"].to_pylist())
         assert len(stored) == engine.stats([day])["memories"] == expected.num_rows  # each memory once
     assert engine.stats()["consistent"]
     engine.close()

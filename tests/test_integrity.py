@@ -87,8 +87,8 @@ def test_a_nul_in_a_scope_value_is_a_clear_error(world):
 
 def test_any_unicode_round_trips_through_both_stores(world):
     embedder, lance, libsql = world
-    stored = libsql.memories_by_id([f"uni-{i}" for i in range(len(UNICODE))])
-    assert [stored[f"uni-{i}"]["content"] for i in range(len(UNICODE))] == UNICODE
+    stored = libsql.memories((DAY, f"uni-{i}") for i in range(len(UNICODE)))
+    assert [stored[DAY, f"uni-{i}"]["content"] for i in range(len(UNICODE))] == UNICODE
     texts = lance._scan(lance.table(), ["memory_id", "text"], "memory_id LIKE 'uni-%'").to_pylist()
     assert {row["memory_id"]: row["text"] for row in texts} == {f"uni-{i}": t for i, t in enumerate(UNICODE)}
 
@@ -112,7 +112,7 @@ def test_integers_keep_their_precision_or_are_refused(tmp_path):
 
     libsql = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
     libsql.write(*_one_memory_at(2**53 - 1), "run")
-    assert libsql.memories_by_id(["late"])["late"]["created_at_us"] == 2**53 - 1
+    assert libsql.memories([(DAY, "late")])[DAY, "late"]["created_at_us"] == 2**53 - 1
     with pytest.raises(ValueError, match="2\\*\\*53"):
         libsql.write(*_one_memory_at(253402300799999999), "run")  # 9999-12-31T23:59:59.999999Z
     libsql.pool.close()
@@ -156,22 +156,50 @@ def test_bulk_insert_keeps_every_value_exactly(tmp_path):
     conn.close()
 
 
-def test_a_database_from_before_versions_keeps_its_rows(tmp_path):
-    """Databases written before rows were versions key memories and chunks by id alone: opening
-    one moves its rows into the versioned tables, and a new run then replaces them."""
-    from agentmem_dagster.engine.libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, bulk_insert, connect
+def test_one_memory_id_on_two_days_of_one_run_is_kept_on_both(tmp_path, static_model):
+    """Days are partitions of their own: a memory id that comes on two days of one run is two
+    memories, each day's, in both stores alike, and search shows each with its own content."""
+    embedder = Embedder(*static_model)
+    lance, libsql = LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    other = "2024-06-02"
+    first = _table([("same", "bob", "bob adopted a grey cat called Smoke")])
+    second = _table([("same", "bob", "bob sold his sailing boat in the autumn")])
+    second = second.set_column(second.schema.get_field_index("day"), MEMORY_SCHEMA.field("day"), pa.array([other]))
+    ingest(pa.concat_tables([first, second]), embedder=embedder, lance=lance, libsql=libsql, days=[DAY, other])
+
+    for day in (DAY, other):
+        assert lance.chunk_ids([day]) == libsql.chunk_ids([day]) == ["same#0"]
+    stored = libsql.memories([(DAY, "same"), (other, "same")])
+    assert [stored[day, "same"]["content"] for day in (DAY, other)] == [
+        "bob adopted a grey cat called Smoke", "bob sold his sailing boat in the autumn"
+    ]
+    hit = search(embedder, lance, libsql, "sailing boat", user_id="bob", k=1).hits[0]
+    assert hit.content == hit.chunk_text == "bob sold his sailing boat in the autumn"
+    libsql.pool.close()
+
+
+@pytest.mark.parametrize(
+    "memory_key, chunk_key",
+    [("memory_id", "chunk_id"), ("memory_id, ingest_id", "chunk_id, ingest_id")],
+    ids=["before-versions", "keyed-by-id-and-version"],
+)
+def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_key):
+    """Earlier releases keyed memories and chunks by id alone, then by id and version, with an
+    index on the day: opening such a database moves its rows into tables keyed by day first,
+    and a new run then replaces them."""
+    from agentmem_dagster.engine.libsql_store import CHUNK_COLUMNS, KEYS, MEMORY_COLUMNS, bulk_insert, connect
 
     path = str(tmp_path / "m.db")
     conn = connect(path)
-    conn.executescript(  # the tables as the previous release created them
-        "CREATE TABLE memories (memory_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, agent_id TEXT, "
+    conn.executescript(  # the tables as earlier releases created them
+        "CREATE TABLE memories (memory_id TEXT NOT NULL, user_id TEXT NOT NULL, agent_id TEXT, "
         "session_id TEXT, role TEXT, content TEXT NOT NULL, created_at TEXT NOT NULL, "
         "created_at_us INTEGER NOT NULL, metadata TEXT NOT NULL, content_hash TEXT NOT NULL, "
-        "day TEXT NOT NULL, source_file TEXT, source_line INTEGER, ingest_id TEXT NOT NULL);"
+        f"day TEXT NOT NULL, source_file TEXT, source_line INTEGER, ingest_id TEXT NOT NULL, PRIMARY KEY ({memory_key}));"
         "CREATE INDEX memories_day ON memories(day);"
-        "CREATE TABLE chunks (chunk_id TEXT PRIMARY KEY, memory_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, "
+        "CREATE TABLE chunks (chunk_id TEXT NOT NULL, memory_id TEXT NOT NULL, chunk_index INTEGER NOT NULL, "
         "chunk_count INTEGER NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL, user_id TEXT NOT NULL, "
-        "day TEXT NOT NULL, ingest_id TEXT NOT NULL);"
+        f"day TEXT NOT NULL, ingest_id TEXT NOT NULL, PRIMARY KEY ({chunk_key}));"
         "CREATE INDEX chunks_day ON chunks(day);"
     )
     memories, chunks = _one_memory_at(1717243200000000)
@@ -182,14 +210,16 @@ def test_a_database_from_before_versions_keeps_its_rows(tmp_path):
     store = LibsqlStore(LibsqlPool(path))
     assert store.counts([DAY])["memories"] == 1 and store.chunk_ids([DAY]) == ["late#0"]
     assert store.versions([DAY]) == ["before"]
+    assert store.memories([(DAY, "late")])[DAY, "late"]["content"] == "the end of time"
     with store.pool.connection() as conn:
-        keys = [r[1] for r in sorted(conn.execute("PRAGMA table_info(memories)").fetchall(), key=lambda r: r[5]) if r[5]]
+        for table in ("memories", "chunks"):
+            info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+            assert [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]] == KEYS[table]
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master").fetchall()}
-    assert keys == ["memory_id", "ingest_id"] and {"memories_day", "chunks_day"} <= names
-    assert not {"memories_unversioned", "chunks_unversioned"} & names
+    assert not {"memories_day", "chunks_day", "memories_old_key", "chunks_old_key"} & names
     store.write(*_one_memory_at(1717243200000001), "after")
     store.drop_versions([DAY], ["before"])
-    assert store.memories_by_id(["late"])["late"]["created_at_us"] == 1717243200000001
+    assert store.memories([(DAY, "late")])[DAY, "late"]["created_at_us"] == 1717243200000001
     assert store.counts([DAY])["chunks"] == 1
     store.pool.close()
 

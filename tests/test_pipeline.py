@@ -51,7 +51,7 @@ def test_one_day_lands_once_in_both_stores(engine):
     lance_ids = engine.lance.chunk_ids([DAY])
     assert len(lance_ids) == len(set(lance_ids)) == stats["chunks"] > 21  # the long one is split
     assert sorted(lance_ids) == sorted(engine.libsql.chunk_ids([DAY]))
-    stored = engine.libsql.memories_by_id(["long-1"])["long-1"]
+    stored = engine.libsql.memories([(DAY, "long-1")])[(DAY, "long-1")]
     assert stored["content"] == LONG and stored["metadata"] == {"topic": "work"}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["stores_consistent"].passed and checks["vectors_sane"].passed

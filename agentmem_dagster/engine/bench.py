@@ -34,12 +34,13 @@ DAY = "2024-06-01"
 
 
 def bench_memories(n: int, seed: int = 7, *, users: int = 20, day: str = DAY, prefix: str = "bench") -> pa.Table:
-    """`n` realistic chat turns as memory rows of one day, spread over `users` users."""
+    """`n` realistic chat turns as memory rows of one day, spread over `users` users. Their ids
+    are hashes, in no order, as the ids of real memories are (UUIDs, or ids derived from content)."""
     texts = chat_turns(n, seed=seed)
     base_us = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
     rows = {name: [] for name in MEMORY_SCHEMA.names}
     for i, text in enumerate(texts):
-        rows["memory_id"].append(f"{prefix}-{i:07d}")
+        rows["memory_id"].append(_hashed_id(f"{prefix}-{i:07d}"))
         rows["user_id"].append(f"user-{i % users}")
         rows["agent_id"].append("assistant")
         rows["session_id"].append(f"session-{i // 12}")
@@ -54,6 +55,32 @@ def bench_memories(n: int, seed: int = 7, *, users: int = 20, day: str = DAY, pr
         rows["source_file"].append("bench.jsonl")
         rows["source_line"].append(i + 1)
     return pa.table(rows, schema=MEMORY_SCHEMA)
+
+
+def _hashed_id(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:32]
+
+
+def _with_columns(table: pa.Table, columns: dict[str, list]) -> pa.Table:
+    for name, values in columns.items():
+        field = table.schema.field(name)
+        table = table.set_column(table.schema.get_field_index(name), field, pa.array(values, field.type))
+    return table
+
+
+def as_day(memories: pa.Table, chunks: pa.Table, day: str) -> tuple[pa.Table, pa.Table]:
+    """The same memories and chunks as another day's: that day, and ids of their own."""
+    ids = [_hashed_id(f"{day}:{m}") for m in memories["memory_id"].to_pylist()]
+    renamed = dict(zip(memories["memory_id"].to_pylist(), ids))
+    owners = [renamed[m] for m in chunks["memory_id"].to_pylist()]
+    return (
+        _with_columns(memories, {"memory_id": ids, "day": [day] * memories.num_rows}),
+        _with_columns(chunks, {
+            "chunk_id": [f"{m}#{i}" for m, i in zip(owners, chunks["chunk_index"].to_pylist())],
+            "memory_id": owners,
+            "day": [day] * chunks.num_rows,
+        }),
+    )
 
 
 def _rss_mb() -> float:
@@ -188,40 +215,71 @@ STORAGE_MEMORIES = 20_000
 STORAGE_RUNS = 5
 
 
-def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> float:
-    """Chunk rows/s into both stores together, vectors given (random unit vectors), through
-    the writer the Dagster writer ops use, in their batch size, into fresh stores."""
+def _write_given_vectors(chunks: pa.Table, memories: pa.Table, dim: int, stores: Stores, day: str) -> float:
+    """Chunk rows/s of one day into both stores together, vectors given (random unit vectors),
+    through the writer the Dagster writer ops use, in their batch size."""
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((chunks.num_rows, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     embedded = with_vectors(chunks, vectors)
     ingest_id = uuid.uuid4().hex  # as long as a real run's: the LibSQL keys include it
+    started = time.perf_counter()
+    FanOutWriter([LanceSink(stores.lance, [day], ingest_id), LibsqlSink(stores.libsql, [day], ingest_id)]).run(
+        batches_from_embedded(memories, embedded, STORE_BATCH_CHUNKS)
+    )
+    return chunks.num_rows / (time.perf_counter() - started)
+
+
+def storage_only(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> float:
+    """Chunk rows/s of the storage path alone, into fresh stores."""
     stores = fresh_stores(root)
     try:
-        started = time.perf_counter()
-        FanOutWriter([LanceSink(stores.lance, [DAY], ingest_id), LibsqlSink(stores.libsql, [DAY], ingest_id)]).run(
-            batches_from_embedded(memories, embedded, STORE_BATCH_CHUNKS)
-        )
-        return chunks.num_rows / (time.perf_counter() - started)
+        return _write_given_vectors(chunks, memories, dim, stores, DAY)
+    finally:
+        stores.discard()
+
+
+# Days written one after another into the same stores, the way daily ingestion fills them.
+HISTORY_DAYS = 10
+
+
+def storage_by_day(chunks: pa.Table, memories: pa.Table, dim: int, root: Path) -> list[float]:
+    """Chunk rows/s of each of HISTORY_DAYS days (the same memories under each day's own ids)
+    written into stores that hold the days before it: does the storage path slow down as
+    the stores fill?"""
+    first = dt.date.fromisoformat(DAY)
+    stores = fresh_stores(root)
+    try:
+        rates = []
+        for n in range(HISTORY_DAYS):
+            day = (first + dt.timedelta(days=n)).isoformat()
+            day_memories, day_chunks = as_day(memories, chunks, day)
+            rates.append(_write_given_vectors(day_chunks, day_memories, dim, stores, day))
+            assert sorted(stores.lance.chunk_ids([day])) == sorted(stores.libsql.chunk_ids([day]))
+            assert len(stores.libsql.chunk_ids([day])) == chunks.num_rows
+        return rates
     finally:
         stores.discard()
 
 
 def storage_figures(chunks: pa.Table, memories: pa.Table, embedder: Embedder, dim: int, root: Path) -> dict:
     """The storage path alone, medians of STORAGE_RUNS runs: on STORAGE_MEMORIES memories (the
-    figure), and on the ladder's own memories (one batch when they are few, as before)."""
+    figure), and on the ladder's own memories (one batch when they are few, as before); then
+    day after day into the same stores."""
     sample = bench_memories(STORAGE_MEMORIES, seed=11, prefix="storage")
     sample_chunks = chunk_memories(sample, embedder.tokenizer, embedder.max_tokens)
 
     def median(c: pa.Table, m: pa.Table) -> float:
         return float(np.median([storage_only(c, m, dim, root) for _ in range(STORAGE_RUNS)]))
 
+    by_day = storage_by_day(sample_chunks, sample, dim, root)
     return {
         "storage_rows_per_s": round(median(sample_chunks, sample), 1),
         "storage": {
             "memories": sample.num_rows, "chunk_rows": sample_chunks.num_rows,
             "batch_chunks": STORE_BATCH_CHUNKS, "runs": STORAGE_RUNS,
             "ladder_chunk_rows": chunks.num_rows, "ladder_rows_per_s": round(median(chunks, memories), 1),
+            "by_day_rows_per_s": [round(rate, 1) for rate in by_day],
         },
     }
 

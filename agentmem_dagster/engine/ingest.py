@@ -40,8 +40,12 @@ def plan_batches(memories: pa.Table, chunks: pa.Table, batch_chunks: int = DEFAU
     texts of similar length; each memory row travels with the batch of its first chunk."""
     lengths = pc.utf8_length(chunks["text"]).to_numpy(zero_copy_only=False)
     order = np.argsort(lengths, kind="stable")
-    memory_row = pc.index_in(chunks["memory_id"], value_set=memories["memory_id"]).to_numpy(zero_copy_only=False)
-    is_first = (chunks["chunk_index"].to_numpy(zero_copy_only=False) == 0)
+    # The chunks come in memory order, so the n-th first chunk is the n-th memory's (matching
+    # by id would not do: one id may come on two days of a run, as two memories).
+    is_first = chunks["chunk_index"].to_numpy(zero_copy_only=False) == 0
+    if chunks["memory_id"].filter(pa.array(is_first)) != memories["memory_id"]:
+        raise ValueError("the chunks are not those of the memories, in their order")
+    memory_row = np.cumsum(is_first) - 1
     plans = []
     for index, start in enumerate(range(0, len(order), batch_chunks)):
         rows = order[start : start + batch_chunks]

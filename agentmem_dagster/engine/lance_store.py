@@ -204,7 +204,7 @@ class LanceStore:
         table = self._search_table()
         if table is None:
             return [], []
-        columns = ["chunk_id", "memory_id", "text"]
+        columns = ["chunk_id", "memory_id", "day", "text"]  # day and id: the key of the memory in LibSQL
 
         async def vector_rows(indexed: set[str]):
             if vector is None:

@@ -10,7 +10,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,11 @@ from .errors import StoreUnavailable, explain, explained, local_path
 
 # Memories and chunks are kept as versions: a run writes its rows beside those of earlier runs
 # (the key includes `ingest_id`) and drops the older versions only once both stores hold its own.
+# Both keys begin with the day, and no other index is kept: ids are hashes or UUIDs, in no
+# order, and a batch inserted into an index keyed by them dirties pages all over it, so each
+# batch cost more the more days the database held (half the speed at ten days of 20,000
+# memories). Keyed by day, a batch touches only its day's pages. Chunks are read by day and
+# run only, so theirs go in at the end of their run's range; memories are also read by day and id.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
     memory_id TEXT NOT NULL,
@@ -36,9 +41,8 @@ CREATE TABLE IF NOT EXISTS memories (
     source_file TEXT,
     source_line INTEGER,
     ingest_id TEXT NOT NULL,
-    PRIMARY KEY (memory_id, ingest_id)
+    PRIMARY KEY (day, memory_id, ingest_id)
 );
-CREATE INDEX IF NOT EXISTS memories_day ON memories(day);
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id TEXT NOT NULL,
     memory_id TEXT NOT NULL,
@@ -49,12 +53,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     user_id TEXT NOT NULL,
     day TEXT NOT NULL,
     ingest_id TEXT NOT NULL,
-    PRIMARY KEY (chunk_id, ingest_id)
+    PRIMARY KEY (day, ingest_id, chunk_id)
 );
-CREATE INDEX IF NOT EXISTS chunks_day ON chunks(day);
--- No index serves a query on these (memories are read by id, chunks by day); each slowed inserts.
-DROP INDEX IF EXISTS memories_user;
-DROP INDEX IF EXISTS chunks_memory;
 CREATE TABLE IF NOT EXISTS embedding_cache (
     model TEXT NOT NULL,
     text_hash TEXT NOT NULL,
@@ -261,37 +261,44 @@ def bulk_insert(
     return sql, params
 
 
-# Databases written before rows were versions key memories and chunks by id alone. Opening one
-# renames those tables aside, lets the schema create the versioned ones, and copies the rows.
-UNVERSIONED = {"memories": "memory_id", "chunks": "chunk_id"}
+# Databases of earlier releases key memories and chunks otherwise (by id alone, before rows were
+# versions; then by id and version). Opening one renames those tables aside, lets the schema
+# create the current ones, and copies the rows.
+KEYS = {"memories": ["day", "memory_id", "ingest_id"], "chunks": ["day", "ingest_id", "chunk_id"]}
+COLUMNS = {"memories": MEMORY_COLUMNS, "chunks": CHUNK_COLUMNS}
+ASIDE = ("{}_old_key", "{}_unversioned")  # the names tables are set aside under, now and before
 
 
-def _keyed_by_id_alone(conn, table: str) -> bool:
+def _old_key(conn, table: str) -> bool:
     info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # (cid, name, type, notnull, default, pk)
-    return [row[1] for row in info if row[5]] == [UNVERSIONED[table]]
+    key = [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5]]
+    return bool(info) and key != KEYS[table]
 
 
-def _set_aside(conn, table: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", [f"{table}_unversioned"]).fetchone() is not None
+def _set_aside(conn, table: str) -> list[str]:
+    names = [aside.format(table) for aside in ASIDE]
+    found = conn.execute(f"SELECT name FROM sqlite_master WHERE name IN ({placeholders(len(names))})", names).fetchall()
+    return [row[0] for row in found]
 
 
-def unversioned_tables(conn) -> list[str]:
-    """Tables still keyed by id alone, or set aside and not yet copied."""
-    return [table for table in UNVERSIONED if _keyed_by_id_alone(conn, table) or _set_aside(conn, table)]
+def old_key_tables(conn) -> list[str]:
+    """Tables still keyed as an earlier release keyed them, or set aside and not yet copied."""
+    return [table for table in KEYS if _old_key(conn, table) or _set_aside(conn, table)]
 
 
-def set_aside_unversioned_tables(conn) -> None:
-    for table in UNVERSIONED:
-        if _keyed_by_id_alone(conn, table):
-            conn.execute(f"DROP INDEX IF EXISTS {table}_day")
-            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_unversioned")
+def set_aside_old_key_tables(conn) -> None:
+    for table in KEYS:
+        if _old_key(conn, table):
+            conn.execute(f"DROP INDEX IF EXISTS {table}_day")  # the current schema keeps none
+            conn.execute(f"ALTER TABLE {table} RENAME TO {ASIDE[0].format(table)}")
 
 
-def copy_unversioned_rows(conn) -> None:
-    for table in UNVERSIONED:
-        if _set_aside(conn, table):
-            conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM {table}_unversioned")
-            conn.execute(f"DROP TABLE {table}_unversioned")
+def copy_old_key_rows(conn) -> None:
+    for table in KEYS:
+        columns = ", ".join(COLUMNS[table])
+        for aside in _set_aside(conn, table):
+            conn.execute(f"INSERT OR IGNORE INTO {table} ({columns}) SELECT {columns} FROM {aside}")
+            conn.execute(f"DROP TABLE {aside}")
 
 
 def _alive(pid: int) -> bool:
@@ -410,13 +417,13 @@ class LibsqlStore:
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
         with explained(lambda exc: self.explain(exc, "cannot be opened")), pool.connection() as conn:
-            if unversioned_tables(conn):  # read without a lock: writing only when there is work
+            if old_key_tables(conn):  # read without a lock: writing only when there is work
                 with transaction(conn):
-                    set_aside_unversioned_tables(conn)
+                    set_aside_old_key_tables(conn)
             conn.executescript(SCHEMA)
-            if unversioned_tables(conn):
+            if old_key_tables(conn):
                 with transaction(conn):
-                    copy_unversioned_rows(conn)
+                    copy_old_key_rows(conn)
 
     def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
         """`exc` as a StoreUnavailable naming this database and AGENTMEM_LIBSQL_URL, when the
@@ -558,21 +565,26 @@ class LibsqlStore:
             while rows := cursor.fetchmany(batch_rows):
                 yield [r[0] for r in rows]
 
-    def memories_by_id(self, memory_ids: Sequence[str]) -> dict[str, dict]:
-        """Full memory rows keyed by id; ids LibSQL does not hold are absent."""
-        if not memory_ids:
-            return {}
-        ids = list(dict.fromkeys(memory_ids))
+    def memories(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """Full memory rows by (day, memory_id), as their rows are keyed; keys LibSQL does not
+        hold are absent."""
+        wanted = set(keys)
+        days = sorted({day for day, _ in wanted})
+        ids = sorted({memory_id for _, memory_id in wanted})
+        out: dict[tuple[str, str], dict] = {}
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                f"SELECT {select_list(MEMORY_COLUMNS)} FROM memories WHERE memory_id IN ({placeholders(len(ids))})",
-                ids,
-            ).fetchall()
-        out = {}
-        for row in rows:
-            record = decode_row(MEMORY_COLUMNS, row)
-            record["metadata"] = json.loads(record["metadata"])
-            out[record["memory_id"]] = record
+            for start in range(0, len(ids), 900):
+                part = ids[start : start + 900]
+                rows = conn.execute(
+                    f"SELECT {select_list(MEMORY_COLUMNS)} FROM memories "
+                    f"WHERE day IN ({placeholders(len(days))}) AND memory_id IN ({placeholders(len(part))})",
+                    [*days, *part],
+                ).fetchall()
+                for row in rows:
+                    record = decode_row(MEMORY_COLUMNS, row)
+                    if (key := (record["day"], record["memory_id"])) in wanted:
+                        record["metadata"] = json.loads(record["metadata"])
+                        out[key] = record
         return out
 
     def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:

@@ -113,10 +113,10 @@ def search(
 
 def _hydrate(libsql: LibsqlStore, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
     """Hits for the ranked chunk rows, from LibSQL's full rows; rows it lacks are dropped."""
-    records = libsql.memories_by_id([row["memory_id"] for row, _ in ranked])
+    records = libsql.memories((row["day"], row["memory_id"]) for row, _ in ranked)
     hits, dropped = [], 0
     for row, score in ranked:
-        record = records.get(row["memory_id"])
+        record = records.get((row["day"], row["memory_id"]))
         if record is None or record["user_id"] != user_id:
             dropped += 1
             continue
