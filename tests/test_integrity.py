@@ -186,7 +186,7 @@ def test_one_memory_id_on_two_days_of_one_run_is_kept_on_both(tmp_path, static_m
 def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_key):
     """Earlier releases keyed memories and chunks by id alone, then by id and version, with an
     index on the day: opening such a database moves its rows into tables keyed by day first,
-    and a new run then replaces them."""
+    and a new run then replaces them. Its embedding cache (then WITHOUT ROWID) is kept as it is."""
     from agentmem_dagster.engine.libsql_store import CHUNK_COLUMNS, KEYS, MEMORY_COLUMNS, bulk_insert, connect
 
     path = str(tmp_path / "m.db")
@@ -201,6 +201,9 @@ def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_k
         "chunk_count INTEGER NOT NULL, text TEXT NOT NULL, text_hash TEXT NOT NULL, user_id TEXT NOT NULL, "
         f"day TEXT NOT NULL, ingest_id TEXT NOT NULL, PRIMARY KEY ({chunk_key}));"
         "CREATE INDEX chunks_day ON chunks(day);"
+        "CREATE TABLE embedding_cache (model TEXT NOT NULL, text_hash TEXT NOT NULL, vector BLOB NOT NULL, "
+        "PRIMARY KEY (model, text_hash)) WITHOUT ROWID;"
+        "INSERT INTO embedding_cache VALUES ('model', 'h1', x'0000803f');"
     )
     memories, chunks = _one_memory_at(1717243200000000)
     for table, columns, rows in (("memories", MEMORY_COLUMNS, memories), ("chunks", CHUNK_COLUMNS, chunks)):
@@ -221,6 +224,8 @@ def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_k
     store.drop_versions([DAY], ["before"])
     assert store.memories([(DAY, "late")])[DAY, "late"]["created_at_us"] == 1717243200000001
     assert store.counts([DAY])["chunks"] == 1
+    store.cache_vectors("model", [("h2", b"\x00\x00\x00\x40")])  # the cache keeps its layout and its vectors
+    assert store.cached_vectors("model", ["h1", "h2", "h3"]) == {"h1": b"\x00\x00\x80\x3f", "h2": b"\x00\x00\x00\x40"}
     store.pool.close()
 
 

@@ -55,12 +55,16 @@ CREATE TABLE IF NOT EXISTS chunks (
     ingest_id TEXT NOT NULL,
     PRIMARY KEY (day, ingest_id, chunk_id)
 );
+-- A rowid table: the vectors (1-1.5 KB) go in at its end, and only its small key index takes
+-- the random hashes. WITHOUT ROWID, each new vector went into a random leaf of a B-tree of
+-- vectors: inserts ran at a third of the speed once it held 300,000 (BENCHMARKS.md). Caches
+-- made that way by earlier releases keep working as they are.
 CREATE TABLE IF NOT EXISTS embedding_cache (
     model TEXT NOT NULL,
     text_hash TEXT NOT NULL,
     vector BLOB NOT NULL,
     PRIMARY KEY (model, text_hash)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS day_leases (
     day TEXT NOT NULL,
     holder TEXT NOT NULL,
