@@ -1,6 +1,7 @@
-"""memory_embeddings: a graph that cuts the day's chunks into shards, embeds each in its own
-step batch by batch (length-sorted within a batch), and writes the vectors back into one file
-per day. No step holds more than a batch of chunks and vectors."""
+"""memory_embeddings: a graph that cuts the days' chunks into shards (a big day into several,
+small days together), embeds each in its own step batch by batch (length-sorted within a
+batch), and writes the vectors back into one file per day. No step holds more than a batch of
+chunks and vectors."""
 
 import time
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..engine.chunking import embedded_schema, with_vectors
 from ..engine.embedding import EmbeddingCache, embed_cached
-from ..engine.parquet import DayFiles, Shard, read_batches, write_parquet
+from ..engine.parquet import DayFiles, Shard, ShardPart, read_batches, write_parquet
 from ..resources import EmbedderResource, LibSQLResource, Staging
 from .metadata import peak_rss_mb
 from .partitions import daily_partitions, single_run_backfill
@@ -23,22 +24,22 @@ class ShardConfig(dg.Config):
 
 @dataclass(frozen=True)
 class EmbeddedShard:
-    """Where embed_shard wrote a shard's chunks with their vectors, and what it measured."""
+    """Where embed_shard wrote a shard's chunks with their vectors (a file per day it holds),
+    and what it measured."""
 
-    day: str
     index: int
-    path: Path
+    files: tuple[tuple[str, Path], ...]  # (day, path)
     seconds: float
     cache_hits: int
     peak_rss_mb: float
 
 
-@dg.op(out=dg.DynamicOut(Shard), description="Cut each day's chunks into shards of at most shard_size rows.")
+@dg.op(out=dg.DynamicOut(Shard), description="Cut the days' chunks into shards of at most shard_size rows.")
 def shard_chunks(context: dg.OpExecutionContext, config: ShardConfig, chunks: DayFiles):
     shards = chunks.shards(config.shard_size)
     if not shards:  # no chunks at all: one empty shard, so that the days still get their files
         day, path = next(iter(chunks.paths.items()))
-        shards = [Shard(day, 0, path, (), 0)]
+        shards = [Shard(0, (ShardPart(day, path, (), 0),))]
     context.log.info(f"{chunks.num_rows} chunks in {len(shards)} shard(s)")
     for shard in shards:
         yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard.index}")
@@ -54,9 +55,9 @@ def embed_shard(
     cache = EmbeddingCache(libsql.store, embedder.model)
     done = hits = 0
 
-    def embedded():
+    def embedded(part: ShardPart):
         nonlocal done, hits, last_report
-        for batch in shard.batches():
+        for batch in part.batches():
             vectors, cached = embed_cached(
                 embedder.embedder, batch["text"].to_pylist(), batch["text_hash"].to_pylist(), cache
             )
@@ -66,11 +67,16 @@ def embed_shard(
                 context.log.info(f"embedded {done}/{shard.rows} chunks")
             yield with_vectors(batch, vectors)
 
-    path = staging.run_dir(context.run_id) / "embeddings" / f"{shard.day}-{shard.index:05d}.parquet"
-    write_parquet(path, embedded_schema(dim), embedded())
+    files = []
+    for part in shard.parts:
+        path = staging.run_dir(context.run_id) / "embeddings" / f"{part.day}-{shard.index:05d}.parquet"
+        write_parquet(path, embedded_schema(dim), embedded(part))
+        files.append((part.day, path))
     seconds = time.perf_counter() - started
-    context.log.info(f"shard of {shard.rows} chunks embedded in {seconds:.2f}s ({hits} from the cache)")
-    return EmbeddedShard(shard.day, shard.index, path, seconds, hits, peak_rss_mb())
+    context.log.info(
+        f"shard of {shard.rows} chunks ({len(shard.parts)} day(s)) embedded in {seconds:.2f}s ({hits} from the cache)"
+    )
+    return EmbeddedShard(shard.index, tuple(files), seconds, hits, peak_rss_mb())
 
 
 @dg.op(description="Write each day's embedded shards, in order, to the day's file; report throughput.")
@@ -78,10 +84,11 @@ def gather_shards(
     context: dg.OpExecutionContext, embedder: EmbedderResource, staging: Staging, shards: list[EmbeddedShard]
 ) -> dg.Output[DayFiles]:
     embeddings = staging.day_files(context.asset_key_for_output(), context.partition_keys)
-    schema = pq.read_schema(shards[0].path)
+    schema = pq.read_schema(shards[0].files[0][1])
+    files = [file for shard in sorted(shards, key=lambda shard: shard.index) for file in shard.files]
     for day, path in embeddings.paths.items():
-        parts = sorted((shard for shard in shards if shard.day == day), key=lambda shard: shard.index)
-        write_parquet(path, schema, (batch for shard in parts for batch in read_batches(shard.path)))
+        parts = [part for part_day, part in files if part_day == day]
+        write_parquet(path, schema, (batch for part in parts for batch in read_batches(part)))
     chunks = embeddings.num_rows
     seconds = sum(shard.seconds for shard in shards)
     return dg.Output(

@@ -53,17 +53,29 @@ def read_batches(path: Path, columns: list[str] | None = None, row_groups: Itera
 
 
 @dataclass(frozen=True)
-class Shard:
-    """Consecutive row groups of one day's file: a part of the day one step works on."""
+class ShardPart:
+    """Consecutive row groups of one day's file."""
 
     day: str
-    index: int
     path: Path
     row_groups: tuple[int, ...]
     rows: int
 
     def batches(self) -> Iterator[pa.Table]:
         return read_batches(self.path, row_groups=self.row_groups)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """What one step works on: consecutive row groups of the days, in day order. A shard may
+    span days, so that a range of small days takes a few steps rather than one per day."""
+
+    index: int
+    parts: tuple[ShardPart, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(part.rows for part in self.parts)
 
 
 @dataclass(frozen=True)
@@ -89,19 +101,27 @@ class DayFiles:
         return first.slice(0, rows) if first is not None else pq.read_schema(next(iter(self.paths.values()))).empty_table()
 
     def shards(self, max_rows: int) -> list[Shard]:
-        """Each day's row groups cut into runs of at most `max_rows` rows (or one row group)."""
+        """The days' row groups, in order, cut into runs of at most `max_rows` rows (or one row group)."""
         shards: list[Shard] = []
+        parts: list[ShardPart] = []
+        rows = 0
         for day, path in self.paths.items():
             meta = pq.read_metadata(path)
             groups: list[int] = []
-            rows = 0
+            part_rows = 0
             for group in range(meta.num_row_groups):
                 size = meta.row_group(group).num_rows
-                if groups and rows + size > max_rows:
-                    shards.append(Shard(day, len(shards), path, tuple(groups), rows))
-                    groups, rows = [], 0
+                if rows and rows + size > max_rows:
+                    if groups:
+                        parts.append(ShardPart(day, path, tuple(groups), part_rows))
+                        groups, part_rows = [], 0
+                    shards.append(Shard(len(shards), tuple(parts)))
+                    parts, rows = [], 0
                 groups.append(group)
+                part_rows += size
                 rows += size
             if groups:
-                shards.append(Shard(day, len(shards), path, tuple(groups), rows))
+                parts.append(ShardPart(day, path, tuple(groups), part_rows))
+        if parts:
+            shards.append(Shard(len(shards), tuple(parts)))
         return shards
