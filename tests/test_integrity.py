@@ -121,9 +121,14 @@ def test_integers_keep_their_precision_or_are_refused(tmp_path):
     assert isinstance(record, QuarantineRecord) and record.reason.startswith("invalid_timestamp")
 
 
-def test_bulk_insert_keeps_every_value_exactly(tmp_path):
-    """The one-statement batch insert: texts cut from one BLOB, integers from fixed-width digits."""
-    from agentmem_dagster.engine.libsql_store import bulk_insert, connect
+@pytest.mark.parametrize("series", [True, False], ids=["generate_series", "recursive_cte"])
+def test_bulk_insert_keeps_every_value_exactly(tmp_path, series):
+    """The one-statement batch insert: texts cut from one BLOB, integers from fixed-width digits;
+    its row numbers from generate_series or, where a build lacks it, a recursive CTE."""
+    from agentmem_dagster.engine.libsql_store import bulk_insert, connect, has_generate_series
+
+    def bulk(*args):
+        return bulk_insert(*args, series=series)
 
     texts = UNICODE + ["", "\x00", "'; DROP TABLE t; --", None, "a" * 100_000, "{\"k\": \"v\",  \"n\": [1, 2]}", "é"]
     ints = [0, -1, 1, 2**53 - 1, -(2**53 - 1), 2**63 - 1, -(2**63 - 1), None, 9, 10_000, -10_000, 123456789012]
@@ -134,22 +139,36 @@ def test_bulk_insert_keeps_every_value_exactly(tmp_path):
         "d": pa.array(range(len(ints)), pa.int32()),
     }).slice(1)  # a sliced table: buffers start at an offset
     conn = connect(str(tmp_path / "b.db"))
+    assert has_generate_series(conn)  # the libsql wheel has it: the fast path is the one taken
     conn.execute("CREATE TABLE t (a TEXT, b INTEGER, c TEXT, d INTEGER, s TEXT)")
-    conn.execute(*bulk_insert("t", ["a", "b", "c", "d", "s"], data, {"s": "stamp"}))
+    conn.execute(*bulk("t", ["a", "b", "c", "d", "s"], data, {"s": "stamp"}))
     rows = conn.execute("SELECT CAST(a AS BLOB), b, CAST(c AS BLOB), d, s, typeof(a), typeof(b) FROM t ORDER BY d").fetchall()
     text = lambda v: None if v is None else v.decode()  # noqa: E731
     got = [{"a": text(a), "b": b, "c": text(c), "d": d, "s": s} for a, b, c, d, s, *_ in rows]
     assert got == [{**row, "s": "stamp"} for row in data.to_pylist()]
     assert {(ta, tb) for *_, ta, tb in rows} <= {("text", "integer"), ("null", "integer"), ("text", "null")}
     conn.execute("DELETE FROM t")  # empty texts only: nothing in the BLOB to cut from
-    conn.execute(*bulk_insert("t", ["a", "b"], pa.table({"a": ["", ""], "b": pa.array([None, None], pa.int64())})))
+    conn.execute(*bulk("t", ["a", "b"], pa.table({"a": ["", ""], "b": pa.array([None, None], pa.int64())})))
     assert conn.execute("SELECT a, b FROM t").fetchall() == [("", None), ("", None)]
-    conn.execute(*bulk_insert("t", ["a", "b"], data.slice(0, 0)))
+    conn.execute(*bulk("t", ["a", "b"], data.slice(0, 0)))
     assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 2
+    conn.execute("DELETE FROM t")  # values all of one size (ids, hashes) are found by row number
+    sized = pa.table({
+        "a": ["ééé", "ü\x00a", "abc\x00\x00\x00", "🧠xx", "ab'c\"d"],  # 6, 4, 6, 6, 6 bytes
+        "c": [f"{n:064x}" for n in range(5)],
+        "d": pa.array(range(5), pa.int32()),
+    }).slice(1)
+    conn.execute(*bulk("t", ["a", "c", "d"], sized))
+    rows = conn.execute("SELECT CAST(a AS BLOB), CAST(c AS BLOB), d, typeof(c) FROM t ORDER BY d").fetchall()
+    assert rows == [(r["a"].encode(), r["c"].encode(), r["d"], "text") for r in sized.to_pylist()]
+    conn.execute("DELETE FROM t")
+    conn.execute(*bulk("t", ["a", "c", "d"], sized.slice(1)))  # now `a` too is all of one size
+    rows = conn.execute("SELECT CAST(a AS BLOB), CAST(c AS BLOB), d FROM t ORDER BY d").fetchall()
+    assert rows == [(r["a"].encode(), r["c"].encode(), r["d"]) for r in sized.slice(1).to_pylist()]
     conn.execute("DELETE FROM t")  # a column with one value in every row is bound once, exactly
     for text, number in [("NUL\x00é🧠", 2**63 - 1), ("", -(2**63 - 1)), ("x", 0)]:
         const = pa.table({"a": [text] * 3, "b": pa.array([number] * 3, pa.int64()), "d": pa.array([1, 2, 3], pa.int32())})
-        conn.execute(*bulk_insert("t", ["a", "b", "d"], const))
+        conn.execute(*bulk("t", ["a", "b", "d"], const))
         rows = conn.execute("SELECT CAST(a AS BLOB), b, d, typeof(a), typeof(b) FROM t ORDER BY d").fetchall()
         assert rows == [(text.encode(), number, d, "text", "integer") for d in (1, 2, 3)]
         conn.execute("DELETE FROM t")

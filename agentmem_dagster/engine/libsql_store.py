@@ -194,11 +194,26 @@ def _constant(column: pa.Array) -> bool:
     return len(column) > 1 and column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py()
 
 
+# The batch's row numbers 0 .. n-1: SQLite's generate_series where the build has it (the libsql
+# wheels do), else a recursive CTE, which alone costs ~7 ms per 8,000 rows against ~1 ms.
+ROW_NUMBERS = "WITH batch(i) AS (SELECT value FROM generate_series(0, ?3 - 1)) "
+ROW_NUMBERS_RECURSIVE = "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION ALL SELECT i + 1 FROM batch WHERE i + 1 < ?3) "
+
+
+def has_generate_series(conn) -> bool:
+    try:
+        return conn.execute("SELECT count(*) FROM generate_series(0, 2)").fetchone()[0] == 3
+    except Exception:  # noqa: BLE001 - "no such table: generate_series": a build without it
+        return False
+
+
 def bulk_insert(
-    table: str, columns: Sequence[str], data: pa.Table, stamp: dict | None = None, verb: str = "INSERT OR REPLACE"
+    table: str, columns: Sequence[str], data: pa.Table, stamp: dict | None = None, verb: str = "INSERT OR REPLACE",
+    *, series: bool = True,
 ) -> tuple[str, list]:
     """One statement (SQL and parameters) inserting every row of `data`; the columns in `stamp`
-    get the one value given there for every row. Text and integer columns only."""
+    get the one value given there for every row. Text and integer columns only. `series`: the
+    database has generate_series."""
     stamp = stamp or {}
     texts: list = []  # column after column, UTF-8 as Arrow holds it (buffers, joined once)
     text_size = 0
@@ -247,10 +262,16 @@ def bulk_insert(
         first, last = int(offsets[0]), int(offsets[-1])
         if last > first:
             texts.append(data_buffer.slice(first, last - first))
-        start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
-        length = field(np.diff(offsets), null)
+        lengths = np.diff(offsets)
+        if null is None and len(lengths) and (lengths == lengths[0]).all():
+            # Every value the same size (hashes, ids, timestamps): its place follows from the
+            # row number, with no offset or length to cut out and parse.
+            exprs.append(f"CAST(substr(?1, i * {lengths[0]} + {text_size + 1}, {lengths[0]}) AS TEXT)")
+        else:
+            start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
+            length = field(lengths, null)
+            exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
         text_size += last - first
-        exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
     texts.append(b"\0")  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
     digits = np.empty((data.num_rows, width // 4), dtype=np.uint32)
     at = 0
@@ -259,8 +280,8 @@ def bulk_insert(
         at += groups
     params[0], params[1], params[3] = b"".join(texts), digits.tobytes(), width
     sql = (
-        "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION ALL SELECT i + 1 FROM batch WHERE i + 1 < ?3) "
-        f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} FROM batch"
+        (ROW_NUMBERS if series else ROW_NUMBERS_RECURSIVE)
+        + f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} FROM batch"
     )
     return sql, params
 
@@ -425,6 +446,7 @@ class LibsqlStore:
                 with transaction(conn):
                     set_aside_old_key_tables(conn)
             conn.executescript(SCHEMA)
+            self.series = has_generate_series(conn)
             if old_key_tables(conn):
                 with transaction(conn):
                     copy_old_key_rows(conn)
@@ -452,7 +474,7 @@ class LibsqlStore:
             # libsql binds larger Python ints as floats: refuse rather than lose precision
             raise ValueError("created_at_us beyond 2**53 cannot be stored exactly in LibSQL")
         statements = [
-            bulk_insert(table, columns, rows, {"ingest_id": ingest_id})
+            bulk_insert(table, columns, rows, {"ingest_id": ingest_id}, series=self.series)
             for table, columns, rows in (("memories", MEMORY_COLUMNS, memories), ("chunks", CHUNK_COLUMNS, chunks))
             if rows.num_rows
         ]
