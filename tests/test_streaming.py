@@ -157,3 +157,23 @@ def test_stores_compare_by_digest_and_name_what_differs(tmp_path):
     missing = compare_chunk_ids(lance, libsql, None)
     assert not missing["consistent"] and missing["only_in_libsql"] == ["m5#0"] and missing["only_in_lancedb"] == []
     libsql.pool.close()
+
+
+def test_staged_vectors_are_written_without_a_dictionary(tmp_path):
+    """Floats hardly ever repeat: the vectors skip dictionary encoding, the other columns keep it,
+    and the file reads back as written."""
+    from agentmem_dagster.engine.chunking import embedded_schema
+    from agentmem_dagster.engine.parquet import read_batches, write_parquet
+
+    chunks = pa.table({
+        name: [f"{name}-{i % 3}" if field.type == pa.string() else i for i in range(300)]
+        for name, field in zip(CHUNK_SCHEMA.names, CHUNK_SCHEMA)
+    }, schema=CHUNK_SCHEMA)
+    embedded = with_vectors(chunks, np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32))
+    path = tmp_path / "e.parquet"
+    write_parquet(path, embedded_schema(8), [embedded.slice(0, 200), embedded.slice(200)])
+    assert pa.concat_tables(read_batches(path)) == embedded
+    meta = pq.read_metadata(path).row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["vector.list.element"])
+    assert any("DICTIONARY" in e for e in encodings["user_id"])

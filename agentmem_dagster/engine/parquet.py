@@ -25,6 +25,12 @@ def aside(path: Path, what: str) -> Path:
     return path.with_name(f".{path.name}.{what}.{os.getpid()}.{threading.get_ident()}")
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Every column but the lists (vectors): their floats hardly ever repeat, and trying a
+    dictionary for them took 40% of the time to write a day's embeddings (BENCHMARKS.md)."""
+    return [f.name for f in schema if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))]
+
+
 def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.Table | pa.RecordBatch]) -> int:
     """Write `batches` to `path` as they come, one row group each; the file appears only once
     complete (written aside, then renamed). Returns the number of rows."""
@@ -32,7 +38,7 @@ def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.Table | pa
     tmp = aside(path, "tmp")
     rows = 0
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary_columns(schema)) as writer:
             for batch in batches:
                 if batch.num_rows:
                     writer.write(batch, row_group_size=batch.num_rows)
