@@ -1,6 +1,7 @@
 """Search scope cannot be widened by any value; any Unicode and every integer round-trip
 through both stores exactly."""
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -165,6 +166,20 @@ def test_bulk_insert_keeps_every_value_exactly(tmp_path, series):
     conn.execute(*bulk("t", ["a", "c", "d"], sized.slice(1)))  # now `a` too is all of one size
     rows = conn.execute("SELECT CAST(a AS BLOB), CAST(c AS BLOB), d FROM t ORDER BY d").fetchall()
     assert rows == [(r["a"].encode(), r["c"].encode(), r["d"]) for r in sized.slice(1).to_pylist()]
+    conn.execute("DELETE FROM t")  # BLOBs: of any size, of one size (vectors), of one value
+    blobs = [b"", b"\x00\xff", None, bytes(range(256)), b"'"]
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    for a, c in [
+        (pa.array(blobs, pa.binary()), pa.array(blobs, pa.large_binary())),
+        (pa.array([v.tobytes() for v in vectors], pa.binary(12)), pa.array([b"\x00\x01"] * 4, pa.binary())),
+        (pa.array([vectors[0].tobytes(), None, vectors[2].tobytes()], pa.binary(12)), pa.array([b"x", b"yy", b"z"])),
+    ]:
+        rows = pa.table({"a": a, "c": c, "d": pa.array(range(len(a)), pa.int32())}).slice(1)
+        conn.execute(*bulk("t", ["a", "c", "d"], rows))
+        got = conn.execute("SELECT a, c, d, typeof(a), typeof(c) FROM t ORDER BY d").fetchall()
+        assert [(x, y, d) for x, y, d, *_ in got] == [(r["a"], r["c"], r["d"]) for r in rows.to_pylist()]
+        assert {t for *_, ta, tc in got for t in (ta, tc)} <= {"blob", "null"}
+        conn.execute("DELETE FROM t")
     conn.execute("DELETE FROM t")  # a column with one value in every row is bound once, exactly
     for text, number in [("NUL\x00é🧠", 2**63 - 1), ("", -(2**63 - 1)), ("x", 0)]:
         const = pa.table({"a": [text] * 3, "b": pa.array([number] * 3, pa.int64()), "d": pa.array([1, 2, 3], pa.int32())})
@@ -243,7 +258,7 @@ def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_k
     store.drop_versions([DAY], ["before"])
     assert store.memories([(DAY, "late")])[DAY, "late"]["created_at_us"] == 1717243200000001
     assert store.counts([DAY])["chunks"] == 1
-    store.cache_vectors("model", [("h2", b"\x00\x00\x00\x40")])  # the cache keeps its layout and its vectors
+    store.cache_vectors("model", ["h2", "h1"], np.array([[2.0], [3.0]]))  # the cache keeps its layout and its vectors
     assert store.cached_vectors("model", ["h1", "h2", "h3"]) == {"h1": b"\x00\x00\x80\x3f", "h2": b"\x00\x00\x00\x40"}
     store.pool.close()
 

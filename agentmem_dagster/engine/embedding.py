@@ -142,9 +142,7 @@ class EmbeddingCache:
         return {h: np.frombuffer(v, dtype=np.float32) for h, v in found.items()}
 
     def put(self, hashes: Sequence[str], vectors: np.ndarray) -> None:
-        self.store.cache_vectors(
-            self.model_key, [(h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(hashes, vectors)]
-        )
+        self.store.cache_vectors(self.model_key, hashes, vectors)
 
 
 def embed_cached(

@@ -194,6 +194,30 @@ def _constant(column: pa.Array) -> bool:
     return len(column) > 1 and column.null_count == 0 and pc.all(pc.equal(column, column[0])).as_py()
 
 
+def sql_type(arrow_type: pa.DataType) -> str | None:
+    """The SQLite type `bulk_insert` stores an Arrow column as, if it can."""
+    if pa.types.is_integer(arrow_type):
+        return "INTEGER"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return "TEXT"
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type) or pa.types.is_fixed_size_binary(arrow_type):
+        return "BLOB"
+    return None
+
+
+def _bytes_and_offsets(column: pa.Array) -> tuple[pa.Buffer, np.ndarray]:
+    """A text or binary column's data buffer and its values' offsets in it (n + 1, int64)."""
+    if pa.types.is_fixed_size_binary(column.type):
+        size = column.type.byte_width
+        return column.buffers()[1], (np.arange(len(column) + 1, dtype=np.int64) + column.offset) * size
+    _, offset_buffer, data_buffer = column.buffers()
+    offset_type = np.int64 if pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type) else np.int32
+    offsets = np.frombuffer(
+        offset_buffer, dtype=offset_type, count=len(column) + 1, offset=column.offset * np.dtype(offset_type).itemsize
+    )
+    return data_buffer, offsets.astype(np.int64)
+
+
 # The batch's row numbers 0 .. n-1: SQLite's generate_series where the build has it (the libsql
 # wheels do), else a recursive CTE, which alone costs ~7 ms per 8,000 rows against ~1 ms.
 ROW_NUMBERS = "WITH batch(i) AS (SELECT value FROM generate_series(0, ?3 - 1)) "
@@ -212,8 +236,8 @@ def bulk_insert(
     *, series: bool = True,
 ) -> tuple[str, list]:
     """One statement (SQL and parameters) inserting every row of `data`; the columns in `stamp`
-    get the one value given there for every row. Text and integer columns only. `series`: the
-    database has generate_series."""
+    get the one value given there for every row. Text, binary and integer columns. `series`:
+    the database has generate_series."""
     stamp = stamp or {}
     texts: list = []  # column after column, UTF-8 as Arrow holds it (buffers, joined once)
     text_size = 0
@@ -243,34 +267,31 @@ def bulk_insert(
             exprs.append(f"?{len(params)}")
             continue
         column = data.column(name).combine_chunks()
-        is_int = pa.types.is_integer(column.type)
-        if not is_int and not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            raise TypeError(f"bulk_insert: column {name} is {column.type}, not text or integer")
+        kind = sql_type(column.type)
+        if kind is None:
+            raise TypeError(f"bulk_insert: column {name} is {column.type}, not text, binary or integer")
         if _constant(column):  # bound once, as bytes: exact for any int64 and any text (NUL too)
             value = column[0].as_py()
-            exprs.append(f"CAST({bound(str(value).encode() if is_int else value.encode())} AS {'INTEGER' if is_int else 'TEXT'})")
+            exprs.append(f"CAST({bound(value if kind == 'BLOB' else str(value).encode())} AS {kind})")
             continue
         null = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-        if is_int:
+        if kind == "INTEGER":
             exprs.append(field(column.fill_null(0).to_numpy(zero_copy_only=False), null))
             continue
-        _, offset_buffer, data_buffer = column.buffers()
-        offset_type = np.int64 if pa.types.is_large_string(column.type) else np.int32
-        offsets = np.frombuffer(
-            offset_buffer, dtype=offset_type, count=len(column) + 1, offset=column.offset * np.dtype(offset_type).itemsize
-        ).astype(np.int64)
+        data_buffer, offsets = _bytes_and_offsets(column)
         first, last = int(offsets[0]), int(offsets[-1])
         if last > first:
             texts.append(data_buffer.slice(first, last - first))
         lengths = np.diff(offsets)
         if null is None and len(lengths) and (lengths == lengths[0]).all():
-            # Every value the same size (hashes, ids, timestamps): its place follows from the
-            # row number, with no offset or length to cut out and parse.
-            exprs.append(f"CAST(substr(?1, i * {lengths[0]} + {text_size + 1}, {lengths[0]}) AS TEXT)")
+            # Every value the same size (hashes, ids, timestamps, vectors): its place follows
+            # from the row number, with no offset or length to cut out and parse.
+            cut = f"substr(?1, i * {lengths[0]} + {text_size + 1}, {lengths[0]})"
         else:
             start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
             length = field(lengths, null)
-            exprs.append(f"CAST(substr(?1, {start}, {length}) AS TEXT)")
+            cut = f"substr(?1, {start}, {length})"
+        exprs.append(cut if kind == "BLOB" else f"CAST({cut} AS TEXT)")  # a cut of a BLOB is a BLOB
         text_size += last - first
     texts.append(b"\0")  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
     digits = np.empty((data.num_rows, width // 4), dtype=np.uint32)
@@ -531,12 +552,24 @@ class LibsqlStore:
                 found.update(rows)
         return found
 
-    def cache_vectors(self, model: str, items: Sequence[tuple[str, bytes]]) -> None:
+    def cache_vectors(self, model: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Keep `vectors` (one row of float32 per hash) computed by `model` for the texts of
+        `hashes`; a hash kept before keeps its vector. In one bulk statement: the vectors go
+        straight from the array, none made a Python object."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not len(hashes):
+            return
+        if vectors.ndim != 2 or len(vectors) != len(hashes):
+            raise ValueError(f"{len(hashes)} hashes for vectors of shape {vectors.shape}")
+        size = vectors.shape[1] * vectors.itemsize
+        rows = pa.table({
+            "text_hash": pa.array(hashes, pa.string()),
+            "vector": pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(vectors), [None, pa.py_buffer(vectors)]),
+        })
+        columns = ["model", "text_hash", "vector"]
+        statement = bulk_insert("embedding_cache", columns, rows, {"model": model}, "INSERT OR IGNORE", series=self.series)
         with self.writing() as conn:
-            insert_rows(
-                conn, "embedding_cache", ["model", "text_hash", "vector"],
-                [(model, h, v) for h, v in items], verb="INSERT OR IGNORE",
-            )
+            conn.execute(*statement)
 
     def try_lease(self, days: Sequence[str], ingest_id: str, holder: str, ttl: float) -> list[dict]:
         """Take (or renew) `holder`'s lease on `days` unless another ingestion holds a live one;
