@@ -263,6 +263,25 @@ def test_a_database_keyed_as_before_keeps_its_rows(tmp_path, memory_key, chunk_k
     store.pool.close()
 
 
+def test_cached_vectors_come_back_exactly(tmp_path, monkeypatch):
+    """New vectors go in bulk, in several statements when many; each comes back as it went in,
+    a hash kept before keeps its vector, and another model's cache is its own."""
+    from agentmem_dagster.engine import libsql_store
+
+    monkeypatch.setattr(libsql_store, "CACHE_ROWS_PER_STATEMENT", 2)
+    store = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    vectors = np.random.default_rng(0).standard_normal((5, 384)).astype(np.float32)
+    hashes = [f"h{i}" for i in range(5)]
+    store.cache_vectors("m", hashes[:1], vectors[4:])
+    store.cache_vectors("m", hashes, vectors)
+    expected = {"h0": vectors[4].tobytes(), **{h: v.tobytes() for h, v in zip(hashes[1:], vectors[1:])}}
+    assert store.cached_vectors("m", hashes + ["absent"]) == expected
+    assert store.cached_vectors("other model", hashes) == {}
+    with pytest.raises(ValueError):
+        store.cache_vectors("m", hashes, vectors[:4])
+    store.pool.close()
+
+
 def test_a_lancedb_table_from_before_uncompressed_columns_takes_new_rows(tmp_path, static_model):
     """Tables are now created with their strings and vectors stored uncompressed; a table an
     earlier release created with LanceDB's default encodings keeps working: a new run's rows

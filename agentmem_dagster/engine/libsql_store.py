@@ -459,6 +459,11 @@ def transaction(conn) -> Iterator:
     conn.execute("COMMIT")
 
 
+# New cache vectors per statement: SQLite refuses a BLOB over 1 GB, and a caller may put a
+# whole day's vectors at once.
+CACHE_ROWS_PER_STATEMENT = 16_384
+
+
 class LibsqlStore:
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
@@ -567,9 +572,10 @@ class LibsqlStore:
             "vector": pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(vectors), [None, pa.py_buffer(vectors)]),
         })
         columns = ["model", "text_hash", "vector"]
-        statement = bulk_insert("embedding_cache", columns, rows, {"model": model}, "INSERT OR IGNORE", series=self.series)
         with self.writing() as conn:
-            conn.execute(*statement)
+            for start in range(0, rows.num_rows, CACHE_ROWS_PER_STATEMENT):  # BLOBs of at most ~25 MB
+                part = rows.slice(start, CACHE_ROWS_PER_STATEMENT)
+                conn.execute(*bulk_insert("embedding_cache", columns, part, {"model": model}, "INSERT OR IGNORE", series=self.series))
 
     def try_lease(self, days: Sequence[str], ingest_id: str, holder: str, ttl: float) -> list[dict]:
         """Take (or renew) `holder`'s lease on `days` unless another ingestion holds a live one;
