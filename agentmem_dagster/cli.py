@@ -39,9 +39,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 def ingest_job():
     """The job, reconstructable by the run's step processes."""
-    from .definitions import defs
+    from .definitions import build_definitions
 
-    return defs.resolve_job_def("ingest_memories")
+    return build_definitions().resolve_job_def("ingest_memories")
 
 
 def _open_instance():
@@ -51,6 +51,9 @@ def _open_instance():
 
     import dagster as dg
 
+    from .instance import enable_event_batches
+
+    enable_event_batches()
     lock_path = Path(os.environ["DAGSTER_HOME"], ".agentmem-init.lock")
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -61,33 +64,43 @@ def _open_instance():
 
 
 def _ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dagster dev`."""
+    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dg dev`;
+    a new one gets the embedded default's dagster.yaml."""
+    from .instance import write_instance_config
+
     home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").absolute()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
+    write_instance_config(home)
     return home
 
 
-def _days_to_ingest(args, settings: Settings) -> list[str]:
-    from .assets.partitions import daily_partitions
+def _days_to_ingest(args, settings: Settings, instance) -> list[str]:
+    """The days asked for: every landing day (--all), one day, or the days of a range that
+    have landing files or were ingested before (a day whose files are gone is emptied)."""
+    from .assets.partitions import PARTITIONS_NAME
     from .engine.records import landing_days
 
-    valid = daily_partitions.get_partition_keys()
+    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
     if args.all:
-        wanted = set(valid)
-        days = [d for d in landing_days(settings.landing) if d in wanted]
+        days = [d for d in landing_days(settings.landing) if d >= settings.partitions_start]
         if not days:
             raise ValueError(f"no landing folders under {settings.landing} (try `agentmem demo`)")
         return days
-    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
     if start > end:
         raise ValueError(f"--from {start} is after --to {end}")
-    days = [d for d in valid if start <= d <= end]
-    if not days or days[0] != start or days[-1] != end:
+    last = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)).isoformat()
+    if start < settings.partitions_start or end > last:
         raise ValueError(
-            f"days {start}..{end} are outside the partitions {valid[0]}..{valid[-1]} "
+            f"days {start}..{end} are outside {settings.partitions_start}..{last} "
             "(AGENTMEM_PARTITIONS_START sets the first)"
         )
+    if args.partition:
+        return [args.partition]
+    known = set(landing_days(settings.landing)) | set(instance.get_dynamic_partitions(PARTITIONS_NAME))
+    days = sorted(d for d in known if start <= d <= end)
+    if not days:
+        raise ValueError(f"no landing folders between {start} and {end} under {settings.landing}")
     return days
 
 
@@ -132,88 +145,126 @@ def _stage_metadata(result, name: str) -> dict[str, float]:
 
 
 def _step_failures(result) -> list[tuple[str, str]]:
+    """(where, why) of each failure: a step's, or the run's resources' (set up once for a run
+    in one process, before its first step)."""
     from .console import error_text
 
-    return [
-        (event.step_key, error_text(event.step_failure_data.error) if event.step_failure_data.error else "")
-        for event in result.all_events
-        if event.is_step_failure
-    ]
+    failures = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+        elif event.is_resource_init_failure:
+            error = event.engine_event_data.error
+        else:
+            continue
+        where = f"step {event.step_key}" if event.step_key else "resource setup"
+        failures.append((where, error_text(error) if error else ""))
+    return failures
 
 
-def cmd_ingest(args) -> int:
-    settings = Settings.from_env()
-    try:
-        days = _days_to_ingest(args, settings)
-    except ValueError as exc:
-        return _fail(str(exc))
-    _ensure_dagster_home(settings)
+def _execute(instance, plan, args):
+    """One Dagster run of the plan, with a progress bar on stderr."""
     import dagster as dg
 
+    tags = {RUN_TAG: uuid.uuid4().hex, **plan.tags}
+    run_config = {**plan.run_config, "loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    done = threading.Event()
+    watcher = threading.Thread(target=_progress, args=(instance, tags[RUN_TAG], done, args.json), daemon=True)
+    watcher.start()
+    try:
+        return dg.execute_job(
+            dg.reconstructable(ingest_job), instance=instance, tags=tags, run_config=run_config, raise_on_error=False
+        )
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _store_stats(settings: Settings, days: list[str], success: bool) -> dict:
     from .engine.memory import MemoryEngine
 
-    tags = {RUN_TAG: uuid.uuid4().hex}
-    if len(days) == 1:
-        tags["dagster/partition"] = days[0]
-    else:
-        tags["dagster/asset_partition_range_start"] = days[0]
-        tags["dagster/asset_partition_range_end"] = days[-1]
-    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
-    started = time.perf_counter()
-    with _open_instance() as instance:
-        done = threading.Event()
-        watcher = threading.Thread(target=_progress, args=(instance, tags[RUN_TAG], done, args.json), daemon=True)
-        watcher.start()
-        try:
-            result = dg.execute_job(
-                dg.reconstructable(ingest_job), instance=instance, tags=tags, run_config=run_config,
-                raise_on_error=False,
-            )
-        finally:
-            done.set()
-            watcher.join()
-    seconds = time.perf_counter() - started
-    if result.success:
-        from .resources.staging import drop_run_outputs
-
-        drop_run_outputs(str(settings.staging), result.run_id)
-    failures = _step_failures(result)
     engine = MemoryEngine(settings)
-    stage_seconds = _stage_metadata(result, "seconds")
-    # peak memory of each step's process, and of this one (which runs Dagster's orchestration)
-    peak_rss = _stage_metadata(result, "peak_rss_mb")
-    peak_rss.update({f"{k} shards": v for k, v in _stage_metadata(result, "shard_peak_rss_mb").items()})
     try:
-        stats = engine.stats(days)
+        return engine.stats(days)
     except StoreUnavailable:  # the stores the run could not use cannot be counted either
-        if result.success:
+        if success:
             raise
-        stats = dict.fromkeys(["memories", "quarantined", "chunks", "lancedb_rows", "libsql_rows", "consistent"])
+        return dict.fromkeys(["memories", "quarantined", "chunks", "lancedb_rows", "libsql_rows", "consistent"])
     finally:
         engine.close()
+
+
+def _events_written(instance, run_ids: list[str]) -> dict[str, int]:
+    """The events the runs wrote to Dagster's storage, by type (LOG: a log line)."""
+    counts: dict[str, int] = {}
+    for run_id in run_ids:
+        for entry in instance.all_logs(run_id):
+            kind = entry.dagster_event_type.value if entry.dagster_event_type else "LOG"
+            counts[kind] = counts.get(kind, 0) + 1
+    return {"total": sum(counts.values()), **dict(sorted(counts.items()))}
+
+
+def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, events: dict) -> dict:
+    success = all(result.success for result in results)
+    failures = [failure for result in results for failure in _step_failures(result)]
+    stage_seconds: dict[str, float] = {}
+    peak_rss: dict[str, float] = {}
+    for result in results:
+        for stage, value in _stage_metadata(result, "seconds").items():
+            stage_seconds[stage] = round(stage_seconds.get(stage, 0.0) + value, 3)
+        # peak memory of each step's process, and of this one (which runs Dagster's orchestration)
+        peak_rss.update(_stage_metadata(result, "peak_rss_mb"))
+        peak_rss.update({f"{k} shards": v for k, v in _stage_metadata(result, "shard_peak_rss_mb").items()})
     peak_rss["agentmem"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    doc = {
-        "run_id": result.run_id,
-        "status": "SUCCESS" if result.success else "FAILURE",
+    in_process = all(result.dagster_run.run_config["execution"]["config"]["in_process"] for result in results)
+    writers = [v for k, v in stage_seconds.items() if k in WRITERS]
+    return {
+        "run_id": results[-1].run_id,
+        "run_ids": [result.run_id for result in results],
+        "status": "SUCCESS" if success else "FAILURE",
         "partitions": days,
-        "memories": stats["memories"],
-        "quarantined": stats["quarantined"],
-        "chunks": stats["chunks"],
-        "lancedb_rows": stats["lancedb_rows"],
-        "libsql_rows": stats["libsql_rows"],
-        "consistent": stats["consistent"],
+        **{key: stats[key] for key in ("memories", "quarantined", "chunks", "lancedb_rows", "libsql_rows", "consistent")},
         "seconds": round(seconds, 3),
         "memories_per_s": round((stats["memories"] or 0) / seconds, 1) if seconds else 0.0,
-        # the engine's own time inside the run: the stages in sequence, the two writers in parallel
+        # the engine's own time inside the run: the stages in sequence, the two writers side by
+        # side under the multiprocess executor
         "engine_seconds": round(
-            sum(v for k, v in stage_seconds.items() if k not in WRITERS)
-            + max([v for k, v in stage_seconds.items() if k in WRITERS], default=0.0),
+            sum(v for k, v in stage_seconds.items() if k not in WRITERS) + (sum(writers) if in_process else max(writers, default=0.0)),
             3,
         ),
         "stage_seconds": stage_seconds,
         "peak_rss_mb": peak_rss,
+        "dagster_events": events,
+        "executor": "in_process" if in_process else "multiprocess",
         "error": failures[0][1] if failures else None,
     }
+
+
+def cmd_ingest(args) -> int:
+    settings = Settings.from_env()
+    _ensure_dagster_home(settings)
+    from .runs import plan_runs
+
+    started = time.perf_counter()
+    with _open_instance() as instance:
+        try:
+            days = _days_to_ingest(args, settings, instance)
+        except ValueError as exc:
+            return _fail(str(exc))
+        results = []
+        for plan in plan_runs(instance, settings.landing, days):
+            results.append(_execute(instance, plan, args))
+            if not results[-1].success:
+                break
+        seconds = time.perf_counter() - started
+        events = _events_written(instance, [result.run_id for result in results])
+    success = all(result.success for result in results)
+    if success:
+        from .resources.staging import drop_run_outputs
+
+        for result in results:
+            drop_run_outputs(str(settings.staging), result.run_id)
+    doc = _ingest_report(results, days, seconds, _store_stats(settings, days, success), events)
     if args.json:
         _print_json(doc)
     elif doc["memories"] is None:
@@ -224,9 +275,9 @@ def cmd_ingest(args) -> int:
             f"{doc['quarantined']} quarantined in {doc['seconds']}s ({doc['memories_per_s']} memories/s); "
             f"run {doc['run_id']}"
         )
-    for step, text in failures:
-        print(f"agentmem: step {step} failed: {text}", file=sys.stderr)
-    return 0 if result.success else 1
+    for where, text in (failure for result in results for failure in _step_failures(result)):
+        print(f"agentmem: {where} failed: {text}", file=sys.stderr)
+    return 0 if success else 1
 
 
 def cmd_search(args) -> int:

@@ -1,4 +1,5 @@
-"""The one Definitions object of the code location."""
+"""The code location's Definitions, built when Dagster loads them (not at import), from the
+environment of the process that loads them."""
 
 import os
 
@@ -39,18 +40,31 @@ def build_resources(settings: Settings | None = None) -> dict:
 # were most of its import (~1.7 s of ~2.1 s: lance_namespace's generated API models, pandas,
 # pyarrow.dataset), so they are preloaded. (A module the forkserver cannot import is skipped.)
 LANCEDB_DEPENDENCIES = ["lance_namespace", "pandas", "pyarrow.dataset"]
-executor = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": ["agentmem_dagster.definitions", "fastembed", *LANCEDB_DEPENDENCIES]}}},
-    name="multiprocess_forkserver",
+MULTIPROCESS = {"start_method": {"forkserver": {"preload_modules": ["agentmem_dagster.definitions", "fastembed", *LANCEDB_DEPENDENCIES]}}}
+
+# One process for small runs, a process per step (the writers side by side) for big ones:
+# `agentmem`, the sensor and the schedule choose by the run's landing data (runs.py); a run
+# launched from the UI uses a process per step unless its config says `in_process: true`.
+executor = dg.multi_or_in_process_executor.configured(
+    lambda config: {"in_process": {}} if config["in_process"] else {"multiprocess": MULTIPROCESS},
+    name="agentmem_executor",
+    config_schema={"in_process": dg.Field(bool, default_value=False, description="run every step in one process")},
 )
 
-defs = dg.Definitions(
-    assets=ASSETS,
-    asset_checks=CHECKS,
-    jobs=[ingest_job],
-    schedules=[daily_ingest_schedule],
-    sensors=[landing_sensor, clean_staging],
-    resources=build_resources(),
-    executor=executor,
-    loggers={"console": console_logger},
-)
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[ingest_job],
+        schedules=[daily_ingest_schedule],
+        sensors=[landing_sensor, clean_staging],
+        resources=build_resources(settings),
+        executor=executor,
+        loggers={"console": console_logger},
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

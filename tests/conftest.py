@@ -71,3 +71,15 @@ def memory(memory_id: str, user_id: str, content: str, day: str, **extra) -> dic
         "created_at": f"{day}T12:00:00Z",
         **extra,
     }
+
+
+def instance_with_days(*days: str, instance=None):
+    """A Dagster instance (ephemeral unless given) where `days` are partitions of the pipeline:
+    the partitions are the days registered as holding landing data."""
+    import dagster as dg
+
+    from agentmem_dagster.assets.partitions import register_days
+
+    instance = instance or dg.DagsterInstance.ephemeral()
+    register_days(instance, days)
+    return instance

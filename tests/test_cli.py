@@ -84,3 +84,31 @@ def test_ingest_refuses_days_outside_the_partitions(agentmem_home):
     proc = run("ingest", "--partition", "1999-01-01", "--json", check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "AGENTMEM_PARTITIONS_START" in proc.stderr
+
+
+def test_empty_days_cost_nothing_and_a_late_older_day_splits_a_range(agentmem_home):
+    landing = agentmem_home / "landing"
+    days = ["2024-01-05", "2024-02-20", "2024-03-30"]  # 3 days with data over 86 calendar days
+    for i, day in enumerate(days):
+        write_landing(landing, day, [memory(f"{day}-{n}", "u", f"note {n} of {day}", day) for n in range(2 + i)])
+    out = json.loads(run("ingest", "--all", "--json").stdout)
+    assert out["status"] == "SUCCESS" and out["partitions"] == days and out["memories"] == 2 + 3 + 4
+    assert out["executor"] == "in_process"
+    events = out["dagster_events"]
+    # four daily assets materialized (and planned) once per day with data, search_index once
+    assert events["ASSET_MATERIALIZATION"] == events["ASSET_MATERIALIZATION_PLANNED"] == 4 * len(days) + 1
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("memory_days") == days
+        materialized = instance.get_materialized_partitions(dg.AssetKey("libsql_memories"))
+        assert materialized == set(days)
+
+    # files for an older day arrive late: it is registered after the others, so a range over
+    # all four days is two runs (the late day, then the three days after it in partition order)
+    late = "2024-01-01"
+    write_landing(landing, late, [memory("late-1", "u", "a late note", late)])
+    again = json.loads(run("ingest", "--from", "2024-01-01", "--to", "2024-03-31", "--json").stdout)
+    assert again["status"] == "SUCCESS" and again["partitions"] == [late, *days]
+    assert len(again["run_ids"]) == 2 and again["memories"] == 10
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("memory_days") == [*days, late]
+        assert instance.get_materialized_partitions(dg.AssetKey("lancedb_memories")) == {late, *days}

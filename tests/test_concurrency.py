@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from agentmem_dagster.assets.partitions import register_days
 from agentmem_dagster.engine.demo import write_demo_landing
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.memory import MemoryEngine
@@ -77,16 +78,23 @@ import datetime as dt, json, sys
 import dagster as dg
 from agentmem_dagster.automation import daily_ingest_schedule
 from agentmem_dagster.cli import ingest_job
+from agentmem_dagster.engine.settings import Settings
+from agentmem_dagster.resources import LandingZone
 
-if sys.argv[1] == "schedule":
-    tick = dt.datetime.fromisoformat(sys.argv[2])
-    request = daily_ingest_schedule(dg.build_schedule_context(scheduled_execution_time=tick))
-    tags = {**request.tags, "dagster/schedule_name": "daily_ingest_schedule", "dagster/partition": request.partition_key}
-else:
-    tags = {"dagster/backfill": "test", "dagster/asset_partition_range_start": sys.argv[2],
-            "dagster/asset_partition_range_end": sys.argv[3]}
 with dg.DagsterInstance.get() as instance:
-    result = dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags=tags, raise_on_error=False)
+    run_config = {}
+    if sys.argv[1] == "schedule":
+        tick = dt.datetime.fromisoformat(sys.argv[2])
+        landing = LandingZone(path=str(Settings.from_env().landing))
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, resources={"landing": landing})
+        request = daily_ingest_schedule(context)
+        tags = {**request.tags, "dagster/schedule_name": "daily_ingest_schedule", "dagster/partition": request.partition_key}
+        run_config = request.run_config
+    else:  # a backfill from the UI: its default config, a process per step
+        tags = {"dagster/backfill": "test", "dagster/asset_partition_range_start": sys.argv[2],
+                "dagster/asset_partition_range_end": sys.argv[3]}
+    result = dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags=tags, run_config=run_config,
+                            raise_on_error=False)
 from agentmem_dagster.console import error_text
 errors = [f"{e.step_key}: {error_text(e.event_specific_data.error)}" for e in result.all_events if e.is_step_failure]
 print(json.dumps({"run_id": result.run_id, "success": result.success, "tags": tags, "errors": errors}))
@@ -97,7 +105,7 @@ def test_a_backfill_beside_a_scheduled_run_of_one_of_its_days(agentmem_home):
     demo = write_demo_landing(agentmem_home / "landing", start=dt.date(2024, 6, 1), days=3, memories=240)
     days = demo["days"]
     with dg.DagsterInstance.get() as instance:  # create the instance's storage once, before the runs
-        instance.get_runs(limit=1)
+        register_days(instance, days)  # as `agentmem ingest` or the sensor would
     launches = [
         [sys.executable, "-c", LAUNCH, "backfill", days[0], days[-1]],
         [sys.executable, "-c", LAUNCH, "schedule", f"{days[2]}T00:15:00+00:00"],  # the tick for days[1]

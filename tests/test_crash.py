@@ -1,4 +1,4 @@
-"""kill -9 of a real ingestion (the CLI, its step processes and their forkserver) at several
+"""kill -9 of a real ingestion (the CLI, and its step processes and their forkserver when it has them) at several
 points, then a re-run: every memory once in LibSQL, every chunk once in LanceDB, and the
 stores agree."""
 
@@ -32,7 +32,7 @@ def _wait_for_step(step_prefix: str, timeout: float = 120) -> None:
     raise AssertionError(f"step {step_prefix} never started")
 
 
-@pytest.mark.parametrize("kill_at", ["memory_chunks", "memory_stores.write_l", "lancedb_memories_"])
+@pytest.mark.parametrize("kill_at", ["memory_embeddings.embed_shard", "memory_stores.write_l", "store_checks"])
 def test_a_killed_run_rerun_leaves_everything_exactly_once(agentmem_home, kill_at):
     write_demo_landing(agentmem_home / "landing", start=__import__("datetime").date(2024, 6, 1), days=1, memories=300)
     engine = MemoryEngine.from_env()

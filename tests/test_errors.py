@@ -30,7 +30,7 @@ from agentmem_dagster.engine.settings import Settings
 from agentmem_dagster.engine.writer import FanOutWriter, LanceSink, LibsqlSink
 from agentmem_dagster.resources import EmbedderResource, LibSQLResource
 
-from .conftest import memory, write_landing
+from .conftest import instance_with_days, memory, write_landing
 from .test_writer import memories as memory_table
 
 AGENTMEM = str(Path(sys.executable).parent / "agentmem")
@@ -94,7 +94,8 @@ def failing_ingest(day: str, env: dict) -> tuple[dict, str]:
     assert "Traceback" not in proc.stderr and "Stack Trace" not in proc.stderr, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert out["status"] == "FAILURE"
-    assert f"agentmem: step raw_memories failed: {out['error']}" in proc.stderr  # before any write
+    # before any write: in raw_memories' checks, or in setting up the stores for the run
+    assert any(f"agentmem: {where} failed: {out['error']}" in proc.stderr for where in ("step raw_memories", "resource setup"))
     return out, proc.stderr
 
 
@@ -175,7 +176,8 @@ def test_a_locked_database_or_a_missing_model_fails_the_run_before_any_write(age
     else:
         resources["embedder"] = EmbedderResource(model=settings.embed_model, model_path=str(tmp_path / "no-model"))
     try:
-        result = dg.materialize(ASSETS + CHECKS, partition_key=NEW_DAY, resources=resources, raise_on_error=False)
+        result = dg.materialize(ASSETS + CHECKS, partition_key=NEW_DAY, resources=resources, raise_on_error=False,
+                                instance=instance_with_days(NEW_DAY))
     finally:
         if locker:
             locker.kill()

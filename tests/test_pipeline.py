@@ -9,7 +9,7 @@ from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.search import search
 from agentmem_dagster.engine.settings import Settings
 
-from .conftest import memory, write_landing
+from .conftest import instance_with_days, memory, write_landing
 
 DAY, OTHER_DAY = "2024-06-01", "2024-06-02"
 LONG = " ".join(
@@ -18,12 +18,13 @@ LONG = " ".join(
 )
 
 
-def materialize(*, partition: str | None = None, start: str | None = None, end: str | None = None):
+def materialize(*, partition: str | None = None, days: list[str] | None = None):
     tags = {}
-    if start:
-        tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+    if days:
+        tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}
     result = dg.materialize(
-        ASSETS + CHECKS, partition_key=partition, tags=tags, resources=build_resources(Settings.from_env())
+        ASSETS + CHECKS, partition_key=partition, tags=tags, resources=build_resources(Settings.from_env()),
+        instance=instance_with_days(*(days or [partition])),
     )
     assert result.success
     return result
@@ -57,7 +58,7 @@ def test_one_day_lands_once_in_both_stores(engine):
     assert checks["stores_consistent"].passed and checks["vectors_sane"].passed
     assert checks["stores_consistent"].partition == DAY
     meta = result.asset_materializations_for_node("raw_memories")[0].metadata
-    assert meta["memories"].value == 21 and meta["quarantined"].value == 0
+    assert meta["dagster/row_count"].value == 21 and meta["quarantined"].value == 0
     indexed = result.asset_materializations_for_node("search_index")[0].metadata
     assert indexed["unindexed_rows"].value == 0 and "text" in indexed["created"].value
     assert engine.lance.index_status()["text"]["indexed"] == stats["chunks"]
@@ -76,7 +77,7 @@ def test_rematerializing_a_day_replaces_it_and_leaves_other_days(engine):
     again = materialize(partition=DAY)
     assert (engine.stats(), sorted(engine.lance.chunk_ids())) == first
     embedded = again.asset_materializations_for_node("memory_embeddings")[0].metadata
-    assert embedded["cache_hits"].value == embedded["chunks"].value == 10  # nothing embedded twice
+    assert embedded["run_cache_hits"].value == embedded["run_chunks"].value == 10  # nothing embedded twice
 
     # the day's landing now holds fewer memories: the removed ones leave both stores
     write_landing(landing, DAY, _day_records(DAY, 4))
@@ -91,12 +92,16 @@ def test_rematerializing_a_day_replaces_it_and_leaves_other_days(engine):
 def test_a_range_of_days_runs_as_one_run(engine):
     days = ["2024-06-01", "2024-06-02", "2024-06-03"]
     for day in days:
-        write_landing(engine.settings.landing, day, _day_records(day, 3))
-    result = materialize(start=days[0], end=days[-1])
-    assert engine.stats(days)["memories"] == 9
-    materialized = {m.partition for m in result.asset_materializations_for_node("raw_memories")}
-    assert materialized == set(days)
-    assert all(engine.stats([d])["chunks"] == 3 for d in days)
+        write_landing(engine.settings.landing, day, _day_records(day, 3 + days.index(day)))
+    result = materialize(days=days)
+    assert engine.stats(days)["memories"] == 3 + 4 + 5
+    # one materialization per asset and day, each with the day's own row count
+    for node in ("raw_memories", "memory_embeddings", "memory_stores"):
+        counts = {(m.asset_key.path[-1], m.partition): m.metadata["dagster/row_count"].value
+                  for m in result.asset_materializations_for_node(node)}
+        keys = {key for key, _ in counts}
+        assert counts == {(key, day): 3 + i for key in keys for i, day in enumerate(days)}
+    assert all(engine.stats([d])["chunks"] == 3 + i for i, d in enumerate(days))
 
 
 def test_bad_lines_are_quarantined_and_good_lines_of_the_file_stored(engine):
@@ -164,8 +169,9 @@ def test_a_writer_op_that_fails_leaves_both_stores_as_they_were(engine):
 
     write_landing(engine.settings.landing, DAY, _day_records(DAY, 25, user="u_bob"))
     resources = build_resources(Settings.from_env())
-    upstream = ["raw_memories", "memory_chunks", "memory_embeddings"]
-    assert dg.materialize(ASSETS + CHECKS, partition_key=DAY, resources=resources, selection=upstream).success
+    upstream = ["raw_memories", "memory_embeddings"]
+    instance = instance_with_days(DAY)
+    assert dg.materialize(ASSETS + CHECKS, partition_key=DAY, resources=resources, selection=upstream, instance=instance).success
     staged = engine.settings.staging / "memory_embeddings" / f"{DAY}.parquet"
     table = pq.read_table(staged)
     flat = pa.array(np.ones(table.num_rows * 3, dtype=np.float32))
@@ -173,7 +179,7 @@ def test_a_writer_op_that_fails_leaves_both_stores_as_they_were(engine):
     pq.write_table(table.set_column(table.schema.get_field_index("vector"), "vector", vectors), staged)
 
     result = dg.materialize(ASSETS + CHECKS, partition_key=DAY, resources=resources, raise_on_error=False,
-                            selection=["lancedb_memories", "libsql_memories"])
+                            selection=["lancedb_memories", "libsql_memories"], instance=instance)
     assert not result.success
     failed = {e.step_key for e in result.all_events if e.is_step_failure}
     assert "memory_stores.write_lancedb" in failed

@@ -22,7 +22,7 @@ from agentmem_dagster.engine.records import MEMORY_SCHEMA
 from agentmem_dagster.engine.settings import Settings
 from agentmem_dagster.resources import Staging
 
-from .conftest import memory, write_landing
+from .conftest import instance_with_days, memory, write_landing
 
 DAYS = ["2024-06-01", "2024-06-02"]
 LONG = " ".join(f"Note {i}: the quarterly report goes to finance, then to the board, by Friday." for i in range(40))
@@ -49,10 +49,11 @@ def _ingest(home, batch_rows: int | None = None, shard_size: int | None = None):
     run_config = {}
     if batch_rows:
         resources["staging"] = Staging(base_dir=str(settings.staging), batch_rows=batch_rows)
-        run_config = {"ops": {"memory_embeddings": {"ops": {"shard_chunks": {"config": {"shard_size": shard_size}}}}}}
+        run_config = {"ops": {"memory_embeddings": {"ops": {"shard_memories": {"config": {"shard_size": shard_size}}}}}}
     result = dg.materialize(
         ASSETS + CHECKS, resources=resources, run_config=run_config,
         tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+        instance=instance_with_days(*DAYS),
     )
     assert result.success
     return result, MemoryEngine(settings)
@@ -86,10 +87,12 @@ def test_a_day_in_many_small_batches_lands_as_in_one(tmp_path, agentmem_home):
     assert all(raw.num_rows == 21 and raw.num_row_groups >= 7 for raw in raws)
     assert max(raw.row_group(i).num_rows for raw in raws for i in range(raw.num_row_groups)) == 3
     written = small.asset_materializations_for_node("memory_stores")
-    assert {m.metadata["batches"].value for m in written} == {sum(raw.num_row_groups for raw in raws)}
+    # (a row group smaller than a batch, after duplicates left it, is joined to the next one)
+    groups = sum(raw.num_row_groups for raw in raws)
+    assert all(groups / 2 < m.metadata["batches"].value <= groups for m in written)
     assert small.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value > 4
     assert whole.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value == 1  # both days
-    for node in ("raw_memories", "memory_chunks", "memory_embeddings", "memory_stores"):  # each step's peak memory
+    for node in ("raw_memories", "memory_embeddings", "memory_stores"):  # each step's peak memory
         assert all(m.metadata["peak_rss_mb"].value > 50 for m in small.asset_materializations_for_node(node))
 
     # and it stored the same rows: duplicates resolved across batches and files, long memories split
@@ -115,9 +118,13 @@ def _memories(ids: list[str]) -> pa.Table:
 
 def test_memories_go_with_their_first_chunk_and_streams_out_of_step_are_refused():
     chunks = pa.table({"memory_id": ["a", "a", "b", "c"], "chunk_index": [0, 1, 0, 0]})
-    batches = list(batches_in_step([_memories(["a"]), _memories(["b", "c"])], [chunks.slice(0, 3), chunks.slice(3)]))
+    memories, parts = [_memories(["a"]), _memories(["b", "c"])], [chunks.slice(0, 3), chunks.slice(3)]
+    batches = list(batches_in_step(memories, parts, min_rows=1))
     assert [b.memories["memory_id"].to_pylist() for b in batches] == [["a", "b"], ["c"]]
     assert [b.chunks.num_rows for b in batches] == [3, 1]
+    # batches smaller than min_rows (the days of a range, a row group each) are written together
+    joined = list(batches_in_step(memories, parts, min_rows=4))
+    assert [(b.memories["memory_id"].to_pylist(), b.chunks.num_rows) for b in joined] == [(["a", "b", "c"], 4)]
     with pytest.raises(ValueError, match="out of step"):
         list(batches_in_step([_memories(["b", "a", "c"])], [chunks]))
     with pytest.raises(ValueError, match="without chunks"):

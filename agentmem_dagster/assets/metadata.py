@@ -1,5 +1,6 @@
 import resource
 
+import dagster as dg
 import pyarrow as pa
 
 
@@ -20,3 +21,21 @@ def preview(table: pa.Table, columns: list[str], rows: int = 5, width: int = 80)
             cells.append(text if len(text) <= width else text[: width - 1] + "…")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def add_day_metadata(context, by_day: dict[str, dict], asset_key: str | None = None) -> None:
+    """Metadata of each day's materialization (its row count, a preview), on top of the run's.
+
+    What `context.add_asset_metadata(metadata, partition_key=day)` does, without reading every
+    partition key of the instance again for each day to check that the day is in the run (30-40
+    ms a day on this machine's SQLite storage, 9 s for 218 days): `by_day` holds only the run's
+    days. Dagster's metadata accumulator is internal (dagster 1.13); test_pipeline checks that
+    each day's materialization carries its own row count."""
+    if isinstance(context, dg.AssetExecutionContext):
+        context = context.op_execution_context
+    step = context.get_step_execution_context()
+    key = dg.AssetKey.from_coercible(asset_key) if asset_key else step.assets_def.key
+    for day, metadata in by_day.items():
+        step._metadata_accumulator = step._metadata_accumulator.with_additional_asset_metadata(
+            asset_key=key, metadata=metadata, partition_key=day
+        )

@@ -8,9 +8,9 @@ import dagster as dg
 from ..engine.ingest import batches_in_step
 from ..engine.parquet import DayFiles
 from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink, write_one_store
-from ..resources import LanceDBResource, LibSQLResource
-from .metadata import peak_rss_mb
-from .partitions import daily_partitions, single_run_backfill
+from ..resources import LanceDBResource, LibSQLResource, Staging
+from .metadata import add_day_metadata, peak_rss_mb
+from .partitions import memory_days, single_run_backfill
 
 
 def _run_sinks(
@@ -22,7 +22,7 @@ def _run_sinks(
 
 
 def _write(
-    context: dg.OpExecutionContext, sink: Sink, partner: Sink, libsql: LibSQLResource,
+    context: dg.OpExecutionContext, sink: Sink, partner: Sink, libsql: LibSQLResource, staging: Staging,
     memories: DayFiles, embeddings: DayFiles,
 ) -> dict:
     """Stream the run's batches to one store with the engine's writer, uncommitted. A lease
@@ -30,16 +30,16 @@ def _write(
     days, run = context.partition_keys, context.run_id
     lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.info)
 
-    def on_batch(batch) -> None:
-        context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")
-
     stats = write_one_store(
-        sink, [sink, partner], batches_in_step(memories.batches(), embeddings.batches()),
-        libsql=libsql.store, ingest_id=run, lease=lease, on_batch=on_batch, on_retry=context.log.warning,
+        sink, [sink, partner], batches_in_step(memories.batches(), embeddings.batches(), staging.batch_rows),
+        libsql=libsql.store, ingest_id=run, lease=lease, on_retry=context.log.warning,
     )
     context.log.info(f"{sink.name}: {stats.chunks} chunk rows in {stats.batches} batches, {stats.seconds:.2f}s")
+    # A day's rows in this store: its chunks in LanceDB, its memories in LibSQL (their chunks too).
+    rows = embeddings if isinstance(sink, LanceSink) else memories
     return {
         "replaces": sink.replaces,
+        "day_rows": {day: rows.day(day).num_rows for day in days},
         "metadata": {
             "chunks": stats.chunks,
             "memories": memories.num_rows,
@@ -58,11 +58,12 @@ def write_lancedb(
     context: dg.OpExecutionContext,
     lancedb: LanceDBResource,
     libsql: LibSQLResource,
+    staging: Staging,
     memories: DayFiles,
     embeddings: DayFiles,
 ) -> dict:
     lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
-    return _write(context, lance_sink, libsql_sink, libsql, memories, embeddings)
+    return _write(context, lance_sink, libsql_sink, libsql, staging, memories, embeddings)
 
 
 @dg.op(description="Write the run's days of memories and chunks to LibSQL, one transaction per batch (uncommitted).")
@@ -70,11 +71,12 @@ def write_libsql(
     context: dg.OpExecutionContext,
     lancedb: LanceDBResource,
     libsql: LibSQLResource,
+    staging: Staging,
     memories: DayFiles,
     embeddings: DayFiles,
 ) -> dict:
     lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
-    return _write(context, libsql_sink, lance_sink, libsql, memories, embeddings)
+    return _write(context, libsql_sink, lance_sink, libsql, staging, memories, embeddings)
 
 
 @dg.op(
@@ -92,6 +94,7 @@ def commit_days(
     lance_sink.replaces, libsql_sink.replaces = lancedb_written["replaces"], libsql_written["replaces"]
     FanOutWriter([lance_sink, libsql_sink], on_retry=context.log.warning).commit()
     for output, written in (("lancedb_memories", lancedb_written), ("libsql_memories", libsql_written)):
+        add_day_metadata(context, {day: {"dagster/row_count": n} for day, n in written["day_rows"].items()}, output)
         yield dg.Output(None, output, metadata={**written["metadata"], "replaced_runs": len(written["replaces"])})
 
 
@@ -104,7 +107,7 @@ def commit_days(
             kinds={"libsql"}, description="The full memory and chunk rows: the system of record."
         ),
     },
-    partitions_def=daily_partitions,
+    partitions_def=memory_days,
     backfill_policy=single_run_backfill,
     group_name="memories",
 )

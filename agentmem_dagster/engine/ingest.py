@@ -17,6 +17,7 @@ from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
 from .preflight import preflight
+from .parquet import BATCH_ROWS, coalesce
 from .records import MEMORY_SCHEMA
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
@@ -59,13 +60,14 @@ def batches_from_embedded(memories: pa.Table, embedded: pa.Table, batch_chunks: 
         yield Batch(plan.index, memories.take(plan.memory_rows), embedded.take(plan.chunk_rows))
 
 
-def batches_in_step(memories: Iterable[pa.Table], chunks: Iterable[pa.Table]) -> Iterator[Batch]:
+def batches_in_step(memories: Iterable[pa.Table], chunks: Iterable[pa.Table], min_rows: int = BATCH_ROWS) -> Iterator[Batch]:
     """Batches of chunks (with their vectors) and their memories, read from two streams in the
     same memory order, as the staged days are: each memory goes with the batch of its first
-    chunk. Holds about one batch of each."""
+    chunk; consecutive batches of fewer than `min_rows` chunks (small days) are joined. Holds
+    about one batch of each."""
     memories = iter(memories)
     buffer = MEMORY_SCHEMA.empty_table()
-    for index, batch in enumerate(chunks):
+    for index, batch in enumerate(coalesce(chunks, min_rows)):
         firsts = batch.filter(pc.equal(batch["chunk_index"], 0))["memory_id"]
         while buffer.num_rows < len(firsts) and (more := next(memories, None)) is not None:
             buffer = pa.concat_tables([buffer, more])
@@ -75,6 +77,17 @@ def batches_in_step(memories: Iterable[pa.Table], chunks: Iterable[pa.Table]) ->
         yield Batch(index, head, batch)
     if buffer.num_rows or next(memories, None) is not None:
         raise ValueError("memories left without chunks: materialize the chunks again")
+
+
+def chunked_and_embedded(
+    batches: Iterable[pa.Table], embedder: Embedder, cache: EmbeddingCache | None, overlap: int = 32
+) -> Iterator[tuple[pa.Table, int]]:
+    """Each batch of memories as its chunks with their vectors (one table per batch, so the
+    batches stay aligned down to the stores), and how many vectors came from the cache."""
+    for batch in batches:
+        chunks = chunk_memories(batch, embedder.tokenizer, embedder.max_tokens, overlap)
+        vectors, hits = embed_cached(embedder, chunks["text"].to_pylist(), chunks["text_hash"].to_pylist(), cache)
+        yield with_vectors(chunks, vectors), hits
 
 
 def embedded_batches(

@@ -496,3 +496,17 @@ def landing_fingerprint(landing: str | Path, day: str) -> str:
         st = path.stat()
         digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8"))
     return digest.hexdigest()
+
+
+# Gzipped landing files hold about this many times their size in JSON (demo and chat data: 4-6x).
+GZIP_RATIO = 5
+
+
+def landing_bytes(landing: str | Path, days: Iterable[str]) -> int:
+    """About how many bytes of JSON lines the days' landing files hold (gzip estimated), read
+    from their sizes only: cheap enough to size a run before it starts."""
+    total = 0
+    for day in days:
+        for path in _landing_files(_day_folder(landing, day)):
+            total += path.stat().st_size * (GZIP_RATIO if path.name.endswith(".gz") else 1)
+    return total
