@@ -312,7 +312,7 @@ def cmd_stats(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .engine.demo import demo_questions, write_demo_landing
+    from .demo import demo_questions, write_demo_landing
 
     settings = Settings.from_env()
     summary = write_demo_landing(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmem_dagster.engine import demo
+from agentmem_dagster import demo
 
 FIELDS = (
     "memory_id", "user_id", "agent_id", "session_id", "role", "content", "created_at", "metadata",
@@ -227,7 +227,7 @@ CORPUS_HASHES = {
 
 
 def test_corpus_is_byte_identical_for_its_version(tmp_path):
-    version = getattr(demo, "CORPUS_VERSION", 1)
+    version = demo.CORPUS_VERSION
     got = {
         "landing_default": _landing_hash(tmp_path / "a"),
         "landing_seed7": _landing_hash(

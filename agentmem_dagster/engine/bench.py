@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from .chunking import chunk_memories, with_vectors
-from .demo import chat_turns
+from ..demo import chat_turns
 from .embedding import Embedder
 from .ingest import STORE_BATCH_CHUNKS, batches_from_embedded, ingest
 from .lance_store import LanceStore

@@ -12,7 +12,7 @@ import numpy as np
 
 from .bench import bench_memories, machine
 from .chunking import chunk_memories
-from .demo import chat_turns, demo_questions
+from ..demo import chat_turns, demo_questions
 from .embedding import Embedder
 from .ingest import ingest
 from .lance_store import LanceStore, scope_filter
