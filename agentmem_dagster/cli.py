@@ -61,9 +61,23 @@ def _open_instance():
 
 
 def _ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dagster dev`."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").absolute()
+    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dg dev`.
+
+    A home created here, or the default one, gets the package's instance configuration
+    (`agentmem_dagster/dagster.yaml`) when it has none; an existing file is never touched."""
+    from importlib import resources
+
+    configured = os.environ.get("DAGSTER_HOME")
+    default = (settings.home / "dagster").absolute()
+    home = Path(configured).absolute() if configured else default
+    created = not home.exists()
     home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = home / "dagster.yaml"
+    if (created or home == default) and not instance_yaml.exists():
+        text = (resources.files(__package__) / "dagster.yaml").read_text(encoding="utf-8")
+        tmp = instance_yaml.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, instance_yaml)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -315,6 +329,7 @@ def cmd_demo(args) -> int:
     from .demo import demo_questions, write_demo_landing
 
     settings = Settings.from_env()
+    _ensure_dagster_home(settings)  # so that `dg dev` finds the instance configuration
     summary = write_demo_landing(
         settings.landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
     )
