@@ -15,7 +15,7 @@ from .conftest import memory, write_landing
 
 def test_schedule_requests_yesterday():
     context = dg.build_schedule_context(
-        scheduled_execution_time=dt.datetime(2024, 6, 2, 0, 15, tzinfo=dt.timezone.utc)
+        scheduled_execution_time=dt.datetime(2024, 6, 2, 0, 15, tzinfo=dt.UTC)
     )
     request = daily_ingest_schedule(context)
     assert request.partition_key == "2024-06-01"

@@ -23,11 +23,11 @@ import json
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import accumulate, islice
 from pathlib import Path
-from typing import Iterator
 
 __all__ = [
     "AGENTS",

@@ -5,8 +5,8 @@ ops use the same batching and writer, split over their steps."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa

@@ -8,9 +8,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa

@@ -21,8 +21,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -268,7 +269,7 @@ class FanOutWriter:
                     continue
                 try:
                     retries = self.retry.call(
-                        lambda: sink.write(item), f"writing batch {item.index} to {sink.name}", self.on_retry
+                        lambda item=item: sink.write(item), f"writing batch {item.index} to {sink.name}", self.on_retry
                     )
                     with lock:
                         stats.retries += retries
