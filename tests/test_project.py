@@ -68,6 +68,7 @@ def test_agentmem_writes_the_instance_configuration(tmp_path, agentmem_home, mon
         assert sensor[TickStatus.SKIPPED] == 1 and sensor[TickStatus.SUCCESS] == 30
         assert instance.get_tick_retention_settings(InstigatorType.SCHEDULE)[TickStatus.FAILURE] == 30
         assert instance.run_monitoring_enabled
+        assert not instance.nux_enabled
 
     # without a file agentmem would write, Dagster warns: the check above can fail
     bare = tmp_path / "bare"
