@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 BACKFILL_TIMEOUT_S = 900
+UI_TIMEOUT_MS = 90_000  # a page's data can take a while on a loaded 2-core machine
 
 
 def _free_port() -> int:
@@ -136,7 +137,8 @@ def test_dagster_ui_in_a_browser(ui, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        expect.set_options(timeout=UI_TIMEOUT_MS)  # assertions wait as long as actions (5 s by default)
         step = "start"
         try:
             for step, check in [  # noqa: B007 (the step that failed names the screenshot)
