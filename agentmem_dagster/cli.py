@@ -64,14 +64,20 @@ def _open_instance():
 
 
 def _ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dg dev`;
-    a new one gets the embedded default's dagster.yaml."""
+    """DAGSTER_HOME, defaulting to $AGENTMEM_HOME/dagster, so runs are recorded for `dg dev`.
+
+    A home created here, or the default one, gets the package's instance configuration
+    (`agentmem_dagster/dagster.yaml`) when it has none; an existing file is never touched."""
     from .instance import write_instance_config
 
-    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster").absolute()
+    configured = os.environ.get("DAGSTER_HOME")
+    default = (settings.home / "dagster").absolute()
+    home = Path(configured).absolute() if configured else default
+    created = not home.exists()
     home.mkdir(parents=True, exist_ok=True)
+    if created or home == default:
+        write_instance_config(home)
     os.environ["DAGSTER_HOME"] = str(home)
-    write_instance_config(home)
     return home
 
 
@@ -363,9 +369,10 @@ def cmd_stats(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .engine.demo import demo_questions, write_demo_landing
+    from .demo import demo_questions, write_demo_landing
 
     settings = Settings.from_env()
+    _ensure_dagster_home(settings)  # so that `dg dev` finds the instance configuration
     summary = write_demo_landing(
         settings.landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
     )

@@ -6,7 +6,6 @@ import re
 
 import dagster as dg
 
-
 STACK_TRACE = re.compile(r"\n*Stack Trace:\n(?:(?:  .*)?\n)*")
 
 

@@ -18,13 +18,12 @@ from contextlib import ExitStack, contextmanager
 from importlib import resources
 from pathlib import Path
 
+import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy.pool import NullPool
-
-import dagster as dg
 
 # Events per batch handed to the storage: larger than any run's batch of day events.
 EVENT_BATCH_SIZE = "100000"
@@ -98,8 +97,11 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 def write_instance_config(home: Path) -> Path:
-    """`dagster.yaml` for the embedded default, unless the Dagster home has one already."""
+    """`dagster.yaml` for the embedded default, unless the Dagster home has one already
+    (written aside, then renamed: several `agentmem` may start at once)."""
     path = home / "dagster.yaml"
     if not path.exists():
-        path.write_text(resources.files(__package__).joinpath("dagster.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        tmp = path.with_name(f".dagster.yaml.{os.getpid()}.tmp")
+        tmp.write_text(resources.files(__package__).joinpath("dagster.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        os.replace(tmp, path)
     return path

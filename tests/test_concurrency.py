@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from agentmem_dagster.assets.partitions import register_days
-from agentmem_dagster.engine.demo import write_demo_landing
+from agentmem_dagster.demo import write_demo_landing
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.records import read_landing_day

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from agentmem_dagster.engine.demo import write_demo_landing
+from agentmem_dagster.demo import write_demo_landing
 from agentmem_dagster.engine.memory import MemoryEngine
 
 AGENTMEM = str(Path(sys.executable).parent / "agentmem")

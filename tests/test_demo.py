@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import re
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmem_dagster.engine import demo
+from agentmem_dagster import demo
 
 FIELDS = (
     "memory_id", "user_id", "agent_id", "session_id", "role", "content", "created_at", "metadata",
@@ -195,3 +196,47 @@ def test_write_demo_landing_small_and_custom(tmp_path):
     assert result["memories"] == 20 and result["bad_lines"] == 0
     lines = [line for f in (tmp_path / "l").glob("*/*.jsonl*") for line in _read_lines(f)]
     assert len(lines) == 20 and all(_is_valid(line) for line in lines)
+
+
+def _landing_hash(root: Path, **kwargs) -> str:
+    demo.write_demo_landing(root, **kwargs)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _json_hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
+
+
+# The corpus of each data version, pinned by hash: benchmark corpora are reproducible only if
+# the same seed gives the same bytes. A change to the generator or its data files that changes
+# these must bump CORPUS_VERSION and add its hashes here (the old ones stay in git).
+CORPUS_HASHES = {
+    1: {
+        "landing_default": "9b01a46530ec6a9060d77679cfbfd0780eb64f46a57698107db981054f64d4a2",
+        "landing_seed7": "d076c4e8b2214323e45b49ab257038ae54f2a66130eee5b0dcfd518881dc536a",
+        "landing_1day": "b81cab21bd3d9eede4510bf5bdfd5da634067c2d2ad4ca88e85254cb90de6a12",
+        "questions_0": "179a2cd7152c2717937725eae56badd66c0b1b40d4d56904c9e8cda859d9bb78",
+        "questions_7": "2581603925df4bafab42cbff7c6f7d1b548d561b279aa205201f834aec2fba12",
+        "memories_long": "d41bef59984d5bdd4e110b5ae877b6f7ede01565799955e2b388bf84f6c2aad8",
+        "chat_turns": "0093e2fe9040e8c14c6a02d249d03fb116f417890b65352ef1ddf94712ab6cad",
+    },
+}
+
+
+def test_corpus_is_byte_identical_for_its_version(tmp_path):
+    version = demo.CORPUS_VERSION
+    got = {
+        "landing_default": _landing_hash(tmp_path / "a"),
+        "landing_seed7": _landing_hash(
+            tmp_path / "b", seed=7, memories=3000, days=30, bad_lines=12, start=dt.date(2023, 1, 5)
+        ),
+        "landing_1day": _landing_hash(tmp_path / "c", days=1, memories=300, start=dt.date(2024, 6, 1)),
+        "questions_0": _json_hash(demo.demo_questions()),
+        "questions_7": _json_hash(demo.demo_questions(7)),
+        "memories_long": _json_hash(demo.generate_memories(2000, seed=3, long_share=0.3)),
+        "chat_turns": _json_hash(demo.chat_turns(5000, seed=2)),
+    }
+    assert got == CORPUS_HASHES[version]

@@ -18,10 +18,10 @@ import pytest
 from agentmem_dagster.assets import ASSETS, CHECKS
 from agentmem_dagster.console import error_text
 from agentmem_dagster.definitions import build_resources
+from agentmem_dagster.engine.chunking import chunk_memories, with_vectors
 from agentmem_dagster.engine.embedding import Embedder
 from agentmem_dagster.engine.errors import StoreUnavailable
 from agentmem_dagster.engine.ingest import batches_from_embedded, ingest
-from agentmem_dagster.engine.chunking import chunk_memories, with_vectors
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.memory import MemoryEngine

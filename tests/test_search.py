@@ -185,7 +185,7 @@ def test_hybrid_beats_vector_on_the_labelled_demo_set(tmp_path, static_model):
     """The demo's planted facts, asked in other words, against 2,000 memories of chatter."""
     import pyarrow as pa
 
-    from agentmem_dagster.engine.demo import demo_questions, write_demo_landing
+    from agentmem_dagster.demo import demo_questions, write_demo_landing
     from agentmem_dagster.engine.evaluation import evaluate
     from agentmem_dagster.engine.records import read_landing_day
 

@@ -15,7 +15,12 @@ from agentmem_dagster.engine.chunking import CHUNK_SCHEMA, with_vectors
 from agentmem_dagster.engine.ingest import batches_in_step
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import (
-    CHUNK_COLUMNS, MEMORY_COLUMNS, LibsqlPool, LibsqlStore, decode_row, select_list,
+    CHUNK_COLUMNS,
+    MEMORY_COLUMNS,
+    LibsqlPool,
+    LibsqlStore,
+    decode_row,
+    select_list,
 )
 from agentmem_dagster.engine.memory import MemoryEngine, compare_chunk_ids
 from agentmem_dagster.engine.records import MEMORY_SCHEMA

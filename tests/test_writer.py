@@ -16,7 +16,13 @@ from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.records import MEMORY_SCHEMA
 from agentmem_dagster.engine.writer import (
-    Batch, FanOutWriter, LanceSink, LibsqlSink, RetryPolicy, WriteError, write_one_store,
+    Batch,
+    FanOutWriter,
+    LanceSink,
+    LibsqlSink,
+    RetryPolicy,
+    WriteError,
+    write_one_store,
 )
 
 DAY = "2024-06-01"

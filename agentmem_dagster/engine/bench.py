@@ -13,16 +13,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
+from ..demo import chat_turns
 from .chunking import chunk_memories, with_vectors
-from .demo import chat_turns
 from .embedding import Embedder
 from .ingest import STORE_BATCH_CHUNKS, batches_from_embedded, ingest
 from .lance_store import LanceStore
@@ -37,7 +37,7 @@ def bench_memories(n: int, seed: int = 7, *, users: int = 20, day: str = DAY, pr
     """`n` realistic chat turns as memory rows of one day, spread over `users` users. Their ids
     are hashes, in no order, as the ids of real memories are (UUIDs, or ids derived from content)."""
     texts = chat_turns(n, seed=seed)
-    base_us = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000
+    base_us = int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()) * 1_000_000
     rows = {name: [] for name in MEMORY_SCHEMA.names}
     for i, text in enumerate(texts):
         rows["memory_id"].append(_hashed_id(f"{prefix}-{i:07d}"))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 # (cause, markers in the library's message, errno values, what to do)
 CAUSES = [

@@ -5,8 +5,8 @@ ops use the same batching and writer, split over their steps."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +16,8 @@ from .chunking import chunk_memories, with_vectors
 from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
 from .libsql_store import LibsqlStore
-from .preflight import preflight
 from .parquet import BATCH_ROWS, coalesce
+from .preflight import preflight
 from .records import MEMORY_SCHEMA
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 

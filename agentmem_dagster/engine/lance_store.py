@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -99,7 +99,7 @@ class LanceStore:
 
     def probe(self) -> None:
         """Open the database and, when it is a local directory, write a block there and remove it."""
-        self.db
+        _ = self.db  # opening it is the first probe
         path = local_path(self.uri)
         if path is not None:
             with explained(lambda exc: self.explain(exc, "is not writable")):

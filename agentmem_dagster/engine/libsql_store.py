@@ -8,9 +8,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -239,32 +239,11 @@ def bulk_insert(
     get the one value given there for every row. Text, binary and integer columns. `series`:
     the database has generate_series."""
     stamp = stamp or {}
-    texts: list = []  # column after column, UTF-8 as Arrow holds it (buffers, joined once)
-    text_size = 0
-    fields: list[tuple[np.ndarray, np.ndarray | None, int]] = []  # per field: values, null mask, groups
-    width = 0  # bytes of digits per row
-    params: list = [None, None, data.num_rows, None]  # ?1 texts, ?2 digits, ?3 rows, ?4 width
-
-    def field(values: np.ndarray, null: np.ndarray | None) -> str:
-        nonlocal width
-        values = values.astype(np.int64, copy=False)
-        groups = _groups(values)
-        fields.append((values, null, groups))
-        cut = f"substr(?2, i * ?4 + {width + 1}, {4 * groups})"
-        width += 4 * groups
-        if null is None:
-            return f"CAST({cut} AS INTEGER)"
-        return f"CAST(nullif({cut}, zeroblob({4 * groups})) AS INTEGER)"
-
-    def bound(value: bytes) -> str:
-        params.append(value)
-        return f"?{len(params)}"
-
+    statement = _BulkStatement(data.num_rows)
     exprs = []
     for name in columns:
         if name in stamp:
-            params.append(stamp[name])
-            exprs.append(f"?{len(params)}")
+            exprs.append(statement.bound(stamp[name]))
             continue
         column = data.column(name).combine_chunks()
         kind = sql_type(column.type)
@@ -272,39 +251,77 @@ def bulk_insert(
             raise TypeError(f"bulk_insert: column {name} is {column.type}, not text, binary or integer")
         if _constant(column):  # bound once, as bytes: exact for any int64 and any text (NUL too)
             value = column[0].as_py()
-            exprs.append(f"CAST({bound(value if kind == 'BLOB' else str(value).encode())} AS {kind})")
+            exprs.append(f"CAST({statement.bound(value if kind == 'BLOB' else str(value).encode())} AS {kind})")
             continue
         null = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
         if kind == "INTEGER":
-            exprs.append(field(column.fill_null(0).to_numpy(zero_copy_only=False), null))
-            continue
-        data_buffer, offsets = _bytes_and_offsets(column)
-        first, last = int(offsets[0]), int(offsets[-1])
-        if last > first:
-            texts.append(data_buffer.slice(first, last - first))
-        lengths = np.diff(offsets)
-        if null is None and len(lengths) and (lengths == lengths[0]).all():
-            # Every value the same size (hashes, ids, timestamps, vectors): its place follows
-            # from the row number, with no offset or length to cut out and parse.
-            cut = f"substr(?1, i * {lengths[0]} + {text_size + 1}, {lengths[0]})"
+            exprs.append(statement.integer(column.fill_null(0).to_numpy(zero_copy_only=False), null))
         else:
-            start = field(offsets[:-1] - first + text_size + 1, None)  # 1-based, in the joined BLOB
-            length = field(lengths, null)
-            cut = f"substr(?1, {start}, {length})"
-        exprs.append(cut if kind == "BLOB" else f"CAST({cut} AS TEXT)")  # a cut of a BLOB is a BLOB
-        text_size += last - first
-    texts.append(b"\0")  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
-    digits = np.empty((data.num_rows, width // 4), dtype=np.uint32)
-    at = 0
-    for values, null, groups in fields:
-        _write_decimal(values, null, digits[:, at : at + groups])
-        at += groups
-    params[0], params[1], params[3] = b"".join(texts), digits.tobytes(), width
+            cut = statement.bytes_cut(column, null)
+            exprs.append(cut if kind == "BLOB" else f"CAST({cut} AS TEXT)")  # a cut of a BLOB is a BLOB
     sql = (
         (ROW_NUMBERS if series else ROW_NUMBERS_RECURSIVE)
         + f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(exprs)} FROM batch"
     )
-    return sql, params
+    return sql, statement.params()
+
+
+class _BulkStatement:
+    """The parameters of one bulk insert, and the SQL expressions that cut each row's values
+    out of them: ?1 the text and binary values (column after column, UTF-8 as Arrow holds it,
+    joined once), ?2 the integers as fixed-width decimal digits (a row after another), ?3 the
+    number of rows, ?4 the width of a row's digits in bytes; ?5 on, single values."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.texts: list = []  # buffers, joined once
+        self.text_size = 0
+        self.fields: list[tuple[np.ndarray, np.ndarray | None, int]] = []  # per field: values, null mask, groups
+        self.width = 0  # bytes of digits per row
+        self.singles: list = []  # ?5 on
+
+    def bound(self, value) -> str:
+        """A value bound once for every row."""
+        self.singles.append(value)
+        return f"?{4 + len(self.singles)}"
+
+    def integer(self, values: np.ndarray, null: np.ndarray | None) -> str:
+        """An integer per row, from its digits in ?2 (a NULL where `null`)."""
+        values = values.astype(np.int64, copy=False)
+        groups = _groups(values)
+        self.fields.append((values, null, groups))
+        cut = f"substr(?2, i * ?4 + {self.width + 1}, {4 * groups})"
+        self.width += 4 * groups
+        if null is None:
+            return f"CAST({cut} AS INTEGER)"
+        return f"CAST(nullif({cut}, zeroblob({4 * groups})) AS INTEGER)"
+
+    def bytes_cut(self, column: pa.Array, null: np.ndarray | None) -> str:
+        """A text or binary value per row, cut out of ?1."""
+        data_buffer, offsets = _bytes_and_offsets(column)
+        first, last = int(offsets[0]), int(offsets[-1])
+        if last > first:
+            self.texts.append(data_buffer.slice(first, last - first))
+        lengths = np.diff(offsets)
+        if null is None and len(lengths) and (lengths == lengths[0]).all():
+            # Every value the same size (hashes, ids, timestamps, vectors): its place follows
+            # from the row number, with no offset or length to cut out and parse.
+            cut = f"substr(?1, i * {lengths[0]} + {self.text_size + 1}, {lengths[0]})"
+        else:
+            start = self.integer(offsets[:-1] - first + self.text_size + 1, None)  # 1-based, in the joined BLOB
+            length = self.integer(lengths, null)
+            cut = f"substr(?1, {start}, {length})"
+        self.text_size += last - first
+        return cut
+
+    def params(self) -> list:
+        texts = [*self.texts, b"\0"]  # never cut from, but SQLite's substr of an empty BLOB is NULL even for length 0
+        digits = np.empty((self.rows, self.width // 4), dtype=np.uint32)
+        at = 0
+        for values, null, groups in self.fields:
+            _write_decimal(values, null, digits[:, at : at + groups])
+            at += groups
+        return [b"".join(texts), digits.tobytes(), self.rows, self.width, *self.singles]
 
 
 # Databases of earlier releases key memories and chunks otherwise (by id alone, before rows were

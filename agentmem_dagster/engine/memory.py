@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Sequence
 
 from .embedding import Embedder
 from .lance_store import LanceStore
@@ -18,7 +18,7 @@ class MemoryEngine:
     settings: Settings
 
     @classmethod
-    def from_env(cls) -> "MemoryEngine":
+    def from_env(cls) -> MemoryEngine:
         return cls(Settings.from_env())
 
     @cached_property

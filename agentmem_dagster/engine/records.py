@@ -18,7 +18,7 @@ import re
 import zlib
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
@@ -63,7 +63,7 @@ _BOM = b"\xef\xbb\xbf"
 _READ_LIMIT = MAX_LINE_BYTES + 2
 _DRAIN_CHUNK = 1024 * 1024
 _DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a truncated or corrupt gzip stream raises while being read.
 _CORRUPT_GZIP = (EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -186,14 +186,14 @@ def _parse_timestamp(value: str) -> tuple[str, int]:
     """Return (normalised UTC ISO string, microseconds since epoch); naive means UTC."""
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     else:
-        dt = dt.astimezone(timezone.utc)  # may raise OverflowError near year 1 / 9999
+        dt = dt.astimezone(UTC)  # may raise OverflowError near year 1 / 9999
     delta = dt - _EPOCH
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if abs(micros) >= 2**53:  # the stores' integers are exact only below 2**53 (years 1685-2255)
         raise ValueError(f"{value!r} is outside the supported years 1685-2255")
-    text = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+    text = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
         dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.microsecond
     )
     return text, micros
@@ -494,7 +494,7 @@ def landing_fingerprint(landing: str | Path, day: str) -> str:
     digest = hashlib.sha256()
     for path in files:
         st = path.stat()
-        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8"))
+        digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

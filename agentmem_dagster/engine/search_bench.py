@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..demo import chat_turns, demo_questions
 from .bench import bench_memories, machine
 from .chunking import chunk_memories
-from .demo import chat_turns, demo_questions
 from .embedding import Embedder
 from .ingest import ingest
 from .lance_store import LanceStore, scope_filter
@@ -104,7 +104,7 @@ def run_search_bench(
             for mode in MODES:
                 progress = progress_factory(f"{mode} search at {rows:,}", queries)
 
-                def one(i: int, mode=mode) -> None:
+                def one(i: int, mode=mode, progress=progress) -> None:
                     search(embedder, lance, libsql, texts[i], user_id=f"user-{i % users}", k=k, mode=mode)
                     progress(1)
 

@@ -21,8 +21,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Protocol
 
 import pyarrow as pa
 
@@ -248,89 +249,112 @@ class FanOutWriter:
                 error.add_note(f"{exc}; the next run of these days removes them")
 
     def _run(self, batches: Iterable[Batch]) -> WriteStats:
-        stats = WriteStats()
-        started = time.perf_counter()
-        in_flight = threading.BoundedSemaphore(self.max_in_flight)
-        queues = {sink.name: queue.Queue(maxsize=self.max_in_flight) for sink in self.sinks}
-        pending: dict[int, int] = {}  # batch index -> sinks still writing it
-        lock = threading.Lock()
-        failure: list[BaseException] = []
-        stop = threading.Event()
-
-        def work(sink: Sink) -> None:
-            q = queues[sink.name]
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    return
-                if stop.is_set():  # drain without writing once something failed
-                    in_flight_release(item)
-                    continue
-                try:
-                    retries = self.retry.call(
-                        lambda: sink.write(item), f"writing batch {item.index} to {sink.name}", self.on_retry
-                    )
-                    with lock:
-                        stats.retries += retries
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller below
-                    with lock:
-                        failure.append(exc)
-                    stop.set()
-                in_flight_release(item)
-
-        def in_flight_release(item: Batch) -> None:
-            with lock:
-                pending[item.index] -= 1
-                last = pending[item.index] == 0
-                if last:
-                    del pending[item.index]
-            if not last:
-                return
-            in_flight.release()
-            try:
-                if self.lease is not None and item.index % 8 == 7:
-                    try:
-                        self.retry.call(self.lease.renew, "renewing the day lease", self.on_retry)
-                    except WriteError as exc:  # not fatal: the lease lasts its ttl past the last renewal
-                        if self.on_retry:
-                            self.on_retry(str(exc))
-                if self.on_batch and not stop.is_set():
-                    self.on_batch(item)
-            except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
-                with lock:
-                    failure.append(exc)
-                stop.set()
-
         for sink in self.sinks:
             self.retry.call(sink.begin, f"preparing {sink.name}", self.on_retry)
-        workers = [threading.Thread(target=work, args=(s,), name=f"write-{s.name}", daemon=True) for s in self.sinks]
+        return _FanOutRun(self).execute(batches)
+
+
+class _FanOutRun:
+    """The state of one FanOutWriter run: one worker thread and queue per sink, the batches
+    in flight (at most max_in_flight), and the first failure, which stops every worker."""
+
+    def __init__(self, writer: FanOutWriter):
+        self.writer = writer
+        self.stats = WriteStats()
+        self.in_flight = threading.BoundedSemaphore(writer.max_in_flight)
+        self.queues = {sink.name: queue.Queue(maxsize=writer.max_in_flight) for sink in writer.sinks}
+        self.pending: dict[int, int] = {}  # batch index -> sinks still writing it
+        self.lock = threading.Lock()
+        self.failure: list[BaseException] = []
+        self.stop = threading.Event()
+
+    def execute(self, batches: Iterable[Batch]) -> WriteStats:
+        started = time.perf_counter()
+        sinks = self.writer.sinks
+        workers = [threading.Thread(target=self._work, args=(s,), name=f"write-{s.name}", daemon=True) for s in sinks]
         for worker in workers:
             worker.start()
         try:
-            for batch in batches:
-                in_flight.acquire()  # backpressure: wait while max_in_flight batches are unwritten
-                if stop.is_set():
-                    in_flight.release()
-                    break
-                with lock:
-                    pending[batch.index] = len(self.sinks)
-                stats.batches += 1
-                stats.chunks += batch.chunks.num_rows
-                stats.memories += batch.memories.num_rows
-                for sink in self.sinks:
-                    queues[sink.name].put(batch)
+            self._feed(batches)
         except BaseException:
-            stop.set()
+            self.stop.set()
             raise
         finally:
-            for sink in self.sinks:
-                queues[sink.name].put(_DONE)
+            for sink in sinks:
+                self.queues[sink.name].put(_DONE)
             for worker in workers:
                 worker.join()
-        if failure:
-            raise failure[0]
-        stats.seconds = time.perf_counter() - started
-        return stats
+        if self.failure:
+            raise self.failure[0]
+        self.stats.seconds = time.perf_counter() - started
+        return self.stats
+
+    def _feed(self, batches: Iterable[Batch]) -> None:
+        """Hand each batch to every sink's queue, waiting while max_in_flight are unwritten."""
+        for batch in batches:
+            self.in_flight.acquire()  # backpressure
+            if self.stop.is_set():
+                self.in_flight.release()
+                break
+            with self.lock:
+                self.pending[batch.index] = len(self.writer.sinks)
+            self.stats.batches += 1
+            self.stats.chunks += batch.chunks.num_rows
+            self.stats.memories += batch.memories.num_rows
+            for sink in self.writer.sinks:
+                self.queues[sink.name].put(batch)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.lock:
+            self.failure.append(exc)
+        self.stop.set()
+
+    def _work(self, sink: Sink) -> None:
+        """A sink's worker: its batches in order, with retries; once something failed, it
+        drains its queue without writing."""
+        q = self.queues[sink.name]
+        retry, on_retry = self.writer.retry, self.writer.on_retry
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if not self.stop.is_set():
+                try:
+                    retries = retry.call(
+                        lambda item=item: sink.write(item), f"writing batch {item.index} to {sink.name}", on_retry
+                    )
+                    with self.lock:
+                        self.stats.retries += retries
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller by execute
+                    self._fail(exc)
+            self._release(item)
+
+    def _release(self, item: Batch) -> None:
+        """One sink is done with the batch; the last one frees its place in flight."""
+        with self.lock:
+            self.pending[item.index] -= 1
+            last = self.pending[item.index] == 0
+            if last:
+                del self.pending[item.index]
+        if not last:
+            return
+        self.in_flight.release()
+        try:
+            self._after_batch(item)
+        except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
+            self._fail(exc)
+
+    def _after_batch(self, item: Batch) -> None:
+        """Every eighth batch renews the day lease; every batch written goes to on_batch."""
+        writer = self.writer
+        if writer.lease is not None and item.index % 8 == 7:
+            try:
+                writer.retry.call(writer.lease.renew, "renewing the day lease", writer.on_retry)
+            except WriteError as exc:  # not fatal: the lease lasts its ttl past the last renewal
+                if writer.on_retry:
+                    writer.on_retry(str(exc))
+        if writer.on_batch and not self.stop.is_set():
+            writer.on_batch(item)
 
 
 def write_one_store(

@@ -1,8 +1,8 @@
 """Dagster resources: each owns a model or a connection pool, opened in the process that uses it."""
 
 from .embedder import EmbedderResource
-from .landing import LandingZone
 from .lancedb import LanceDBResource
+from .landing import LandingZone
 from .libsql import LibSQLResource
 from .staging import Staging, StagingIOManager
 
