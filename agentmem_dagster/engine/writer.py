@@ -109,6 +109,14 @@ class LibsqlSink(_VersionedSink):
     def write(self, batch: Batch) -> None:
         self.store.write(batch.memories, batch.chunks, self.ingest_id)
 
+    def commit(self) -> None:
+        """The old versions go, and the quarantine the run staged comes in, at once."""
+        self.store.commit_days(self.days, self.ingest_id, self.replaces)
+
+    def rollback(self) -> None:
+        """The run's rows and its staged quarantine go: the days keep the quarantine they had."""
+        self.store.rollback_days(self.days, self.ingest_id)
+
 
 class WriteError(RuntimeError):
     pass
