@@ -28,7 +28,7 @@ def _write(
     """Stream the run's batches to one store with the engine's writer, uncommitted. A lease
     on the days makes another run of the same days wait for this one."""
     days, run = context.partition_keys, context.run_id
-    lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.info)
+    lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.warning)
 
     def on_batch(batch) -> None:
         context.log.debug(f"{sink.name}: batch {batch.index} written ({batch.chunks.num_rows} chunks)")

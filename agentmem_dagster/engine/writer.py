@@ -48,6 +48,8 @@ def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: lock contention and optimistic-commit conflicts."""
     if isinstance(exc, StoreUnavailable):
         return exc.transient
+    if isinstance(exc, LeaseLost):
+        return False
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(marker in text for marker in TRANSIENT_MARKERS)
 
@@ -122,6 +124,10 @@ class WriteError(RuntimeError):
     pass
 
 
+class LeaseLost(WriteError):
+    """Not retried: the lease is gone, another ingestion holds the day."""
+
+
 @dataclass
 class DayLease:
     """Serialises ingestions of the same days: while one run replaces a day, another waits.
@@ -138,27 +144,48 @@ class DayLease:
     holder: str
     ttl: float = 600.0
     wait: float = 3600.0
-    on_wait: Callable[[str], None] | None = None
+    on_wait: Callable[[str], None] | None = None  # hears what a waiting run waits for (log it at WARNING)
+    remind: float = 300.0
 
     def acquire(self) -> None:
+        """Take the lease, waiting (up to `wait` seconds) while another ingestion holds one of
+        the days; `on_wait` hears once what it waits for, and again when that changes or
+        every `remind` seconds, so that a waiting run never looks hung."""
         deadline = time.monotonic() + self.wait
         delay = 0.05
+        told: tuple | None = None
+        told_at = 0.0
         while True:
             blocking = self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
             if not blocking:
                 return
+            lease = blocking[0]
             if time.monotonic() > deadline:
                 raise WriteError(
-                    f"day {blocking[0]['day']} is being written by ingestion {blocking[0]['ingest_id']} "
-                    f"(pid {blocking[0]['pid']} on {blocking[0]['host']}) and it did not finish in {self.wait:.0f}s"
+                    f"day {lease['day']} is being written by ingestion {lease['ingest_id']} "
+                    f"(pid {lease['pid']} on {lease['host']}) and it did not finish in {self.wait:.0f}s"
                 )
-            if self.on_wait:
-                self.on_wait(f"waiting for ingestion {blocking[0]['ingest_id']} to finish day {blocking[0]['day']}")
+            holder = (lease["day"], lease["ingest_id"])
+            if self.on_wait and (holder != told or time.monotonic() - told_at >= self.remind):
+                left = deadline - time.monotonic()
+                self.on_wait(
+                    f"day {lease['day']} is being written by ingestion {lease['ingest_id']} (pid {lease['pid']} "
+                    f"on {lease['host']}): waiting for it to finish, up to {left:.0f}s more, before writing"
+                )
+                told, told_at = holder, time.monotonic()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     def renew(self) -> None:
-        self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+        """Extend the lease; losing it (it expired and another ingestion took a day) is an
+        error: two runs would then replace the same day at once."""
+        blocking = self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+        if blocking:
+            lease = blocking[0]
+            raise LeaseLost(
+                f"the lease on day {lease['day']} expired and ingestion {lease['ingest_id']} "
+                f"(pid {lease['pid']} on {lease['host']}) took it: this run stops rather than write beside it"
+            )
 
     def release(self) -> None:
         self.store.release_lease(self.days, self.holder)
@@ -297,11 +324,8 @@ class FanOutWriter:
             in_flight.release()
             try:
                 if self.lease is not None and item.index % 8 == 7:
-                    try:
-                        self.retry.call(self.lease.renew, "renewing the day lease", self.on_retry)
-                    except WriteError as exc:  # not fatal: the lease lasts its ttl past the last renewal
-                        if self.on_retry:
-                            self.on_retry(str(exc))
+                    # fatal when it fails: past its ttl another run of the days would write beside this one
+                    self.retry.call(self.lease.renew, "renewing the day lease", self.on_retry)
                 if self.on_batch and not stop.is_set():
                     self.on_batch(item)
             except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
