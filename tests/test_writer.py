@@ -389,3 +389,16 @@ def test_concurrent_writers_and_a_compaction_on_one_lancedb_table_conflict_and_a
     for day in days:
         ids = LanceStore(uri).chunk_ids([day])
         assert sorted(ids) == sorted(embedded[day]["chunk_id"].to_pylist())  # each new row once, no old row
+
+
+def test_generate_series_is_detected_and_other_errors_are_not_taken_for_its_absence(tmp_path):
+    import sqlite3
+
+    import libsql
+
+    assert libsql_store.has_generate_series(libsql.connect(str(tmp_path / "a.db"), isolation_level=None))
+    plain = sqlite3.connect(":memory:")  # Python's own SQLite is built without it
+    assert not libsql_store.has_generate_series(plain)
+    plain.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        libsql_store.has_generate_series(plain)

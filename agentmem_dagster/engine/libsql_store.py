@@ -242,10 +242,15 @@ ROW_NUMBERS_RECURSIVE = "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION
 
 
 def has_generate_series(conn) -> bool:
+    """Whether SQLite was built with generate_series. Only its absence ("no such table") means
+    no: any other error (a closed or broken connection, a locked or corrupt database) is raised,
+    not taken as an answer that would keep the store on the slow path for its lifetime."""
     try:
         return conn.execute("SELECT count(*) FROM generate_series(0, 2)").fetchone()[0] == 3
-    except Exception:  # noqa: BLE001 - "no such table: generate_series": a build without it
-        return False
+    except Exception as exc:
+        if "no such table: generate_series" in str(exc).lower():
+            return False
+        raise
 
 
 def bulk_insert(
