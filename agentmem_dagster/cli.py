@@ -28,6 +28,10 @@ def _day(value: str) -> str:
         raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {value!r}") from None
 
 
+class UsageError(Exception):
+    """A setting or argument the command cannot use: one line on stderr, exit 2."""
+
+
 def _print_json(doc) -> None:
     sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
 
@@ -74,9 +78,12 @@ def _ensure_dagster_home(settings: Settings) -> Path:
     default = (settings.home / "dagster").absolute()
     home = Path(configured).absolute() if configured else default
     created = not home.exists()
-    home.mkdir(parents=True, exist_ok=True)
-    if created or home == default:
-        write_instance_config(home)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if created or home == default:
+            write_instance_config(home)
+    except OSError as exc:
+        raise UsageError(f"DAGSTER_HOME {home} cannot be created ({exc.strerror or exc}): set DAGSTER_HOME (or AGENTMEM_HOME) to a writable directory") from None
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -200,14 +207,23 @@ def _store_stats(settings: Settings, days: list[str], success: bool) -> dict:
         engine.close()
 
 
-def _events_written(instance, run_ids: list[str]) -> dict[str, int]:
-    """The events the runs wrote to Dagster's storage, by type (LOG: a log line)."""
-    counts: dict[str, int] = {}
+def _events_written(instance, run_ids: list[str], landing) -> dict:
+    """What the runs wrote to Dagster's event log: `total`, `by_type`, and how many name a day
+    with landing data, a day without, or no day (the run's and steps' own events)."""
+    from collections import Counter
+
+    from .engine.records import landing_days
+
+    with_data = set(landing_days(landing))
+    by_type, by_day = Counter(), Counter()
     for run_id in run_ids:
         for entry in instance.all_logs(run_id):
-            kind = entry.dagster_event_type.value if entry.dagster_event_type else "LOG"
-            counts[kind] = counts.get(kind, 0) + 1
-    return {"total": sum(counts.values()), **dict(sorted(counts.items()))}
+            event = entry.dagster_event
+            by_type[event.event_type_value if event else "LOG_MESSAGE"] += 1
+            day = event.partition if event else None
+            by_day["no_day" if day is None else "days_with_data" if day in with_data else "days_without_data"] += 1
+    return {"total": by_type.total(), "by_type": dict(sorted(by_type.items())),
+            **{key: by_day[key] for key in ("days_with_data", "days_without_data", "no_day")}}
 
 
 def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, events: dict) -> dict:
@@ -240,7 +256,7 @@ def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, 
         ),
         "stage_seconds": stage_seconds,
         "peak_rss_mb": peak_rss,
-        "dagster_events": events,
+        "events": events,
         "executor": "in_process" if in_process else "multiprocess",
         "error": failures[0][1] if failures else None,
     }
@@ -263,7 +279,7 @@ def cmd_ingest(args) -> int:
             if not results[-1].success:
                 break
         seconds = time.perf_counter() - started
-        events = _events_written(instance, [result.run_id for result in results])
+        events = _events_written(instance, [result.run_id for result in results], settings.landing)
     success = all(result.success for result in results)
     if success:
         from .resources.staging import drop_run_outputs
@@ -372,14 +388,20 @@ def cmd_demo(args) -> int:
     from .demo import demo_questions, write_demo_landing
 
     settings = Settings.from_env()
+    try:
+        summary = write_demo_landing(
+            settings.landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
+        )
+    except OSError as exc:
+        raise UsageError(f"the landing zone {settings.landing} cannot be written ({exc.strerror or exc}): set AGENTMEM_LANDING (or AGENTMEM_HOME) to a writable directory") from None
     _ensure_dagster_home(settings)  # so that `dg dev` finds the instance configuration
-    summary = write_demo_landing(
-        settings.landing, start=dt.date.fromisoformat(args.start), days=args.days, memories=args.memories, seed=args.seed
-    )
     if args.memories >= 200:  # every planted fact is in the landing zone from 200 memories on
         qa = Path(args.qa or settings.home / "demo-qa.jsonl")
-        qa.parent.mkdir(parents=True, exist_ok=True)
-        qa.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in demo_questions(args.seed)), encoding="utf-8")
+        try:
+            qa.parent.mkdir(parents=True, exist_ok=True)
+            qa.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in demo_questions(args.seed)), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"argument --qa: {qa} cannot be written ({exc.strerror or exc}): give a writable path") from None
         summary["qa"] = str(qa)
     if args.json:
         _print_json(summary)
@@ -457,7 +479,10 @@ def cmd_search_bench(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="agentmem-search-bench-") as tmp:
         root = Path(args.dir or tmp)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"argument --dir: {root} cannot be created ({exc.strerror or exc}): give a writable directory") from None
         doc = run_search_bench(embedder, root, args.sizes, users=args.users, queries=args.queries, k=args.k, progress_factory=progress_factory)
     if bars:
         bars[-1].close()
@@ -476,41 +501,105 @@ def _sizes(value: str) -> list[int]:
     try:
         sizes = [int(part.replace("_", "")) for part in value.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of row counts: {value!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of row counts, not {value!r}") from None
     if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError("sizes must be positive")
+        raise argparse.ArgumentTypeError(f"must be positive row counts, not {value!r}")
     return sizes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentmem", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _int_between(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high] (no upper bound when high is None)."""
+    allowed = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
 
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {value!r}") from None
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {value!r}")
+        return number
+
+    parse.__name__ = allowed  # argparse names the type in some messages
+    return parse
+
+
+def _text(what: str):
+    """An argparse type: text that is not empty and holds no NUL."""
+
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"must be {what}, not empty")
+        if "\x00" in value:
+            raise argparse.ArgumentTypeError(f"must be {what} without NUL characters")
+        return value
+
+    return parse
+
+
+def _timestamp(value: str) -> str:
+    from .engine.records import timestamp_micros
+
+    try:
+        timestamp_micros(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an ISO-8601 time (e.g. 2024-06-01T09:30:00Z), not {value!r}") from None
+    return value
+
+
+K = _int_between(1, 1000)  # engine.search accepts 1..1000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr naming the argument and what it allows, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _add_ingest(sub) -> None:
     ingest = sub.add_parser("ingest", help="materialize the pipeline for some days, as one Dagster run")
     which = ingest.add_mutually_exclusive_group(required=True)
     which.add_argument("--partition", type=_day, help="one day, YYYY-MM-DD")
     which.add_argument("--from", dest="start", type=_day, help="first day of a range (with --to)")
     which.add_argument("--all", action="store_true", help="every day that has a landing folder")
-    ingest.add_argument("--to", dest="end", type=_day, help="last day of a range")
+    ingest.add_argument("--to", dest="end", type=_day, help="last day of a range (with --from)")
     ingest.add_argument("--json", action="store_true")
-    ingest.add_argument("--log-level", default="WARNING", help="Dagster log level on stderr (default WARNING)")
-    ingest.set_defaults(func=cmd_ingest)
+    ingest.add_argument(
+        "--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING",
+        help="Dagster log level on stderr (default WARNING)",
+    )
+    ingest.set_defaults(func=cmd_ingest, check=lambda args: _check_ingest(ingest, args))
 
+
+def _check_ingest(parser: argparse.ArgumentParser, args) -> None:
+    if args.start and not args.end:
+        parser.error("argument --from: needs --to (a range is --from DAY --to DAY)")
+    if args.end and not args.start:
+        parser.error("argument --to: only with --from (a range is --from DAY --to DAY)")
+    if args.start and args.start > args.end:
+        parser.error(f"argument --to: must not be before --from {args.start}, not {args.end!r}")
+
+
+def _add_search(sub) -> None:
     search = sub.add_parser("search", help="search one user's memories")
-    search.add_argument("query")
-    search.add_argument("--user", required=True)
-    search.add_argument("--agent")
-    search.add_argument("--session")
-    search.add_argument("--since", help="only memories created at or after this ISO-8601 time")
-    search.add_argument("--until", help="only memories created before this ISO-8601 time")
-    search.add_argument("-k", type=int, default=10)
+    search.add_argument("query", type=_text("the text to search for"))
+    search.add_argument("--user", required=True, type=_text("a user id"))
+    search.add_argument("--agent", type=_text("an agent id"))
+    search.add_argument("--session", type=_text("a session id"))
+    search.add_argument("--since", type=_timestamp, help="only memories created at or after this ISO-8601 time")
+    search.add_argument("--until", type=_timestamp, help="only memories created before this ISO-8601 time")
+    search.add_argument("-k", type=K, default=10, help="memories to return, 1 to 1000 (default 10)")
     search.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid (vector + full text, fused)")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=cmd_search)
 
+
+def _add_eval(sub) -> None:
     evaluation = sub.add_parser("eval", help="retrieval quality on a labelled set of questions")
     evaluation.add_argument("--qa", required=True, help='JSON lines: {"user_id", "question", "evidence": [memory_id, ...], "category"?}')
-    evaluation.add_argument("-k", type=int, default=10)
+    evaluation.add_argument("-k", type=K, default=10, help="1 to 1000 (default 10)")
     evaluation.add_argument(
         "--mode", choices=MODES, action="append",
         help="search mode, repeatable to compare (default: hybrid); the first one's figures are the top-level keys",
@@ -518,51 +607,80 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(func=cmd_eval)
 
+
+def _add_stats(sub) -> None:
     stats = sub.add_parser("stats", help="totals over all days, and whether both stores agree")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="write a sample landing zone to ingest")
     demo.add_argument("--start", type=_day, default="2024-06-01")
-    demo.add_argument("--days", type=int, default=14)
-    demo.add_argument("--memories", type=int, default=400)
+    demo.add_argument("--days", type=_int_between(1, 3660), default=14, help="1 to 3660 (default 14)")
+    demo.add_argument("--memories", type=_int_between(1, 10_000_000), default=400, help="default 400")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--qa", help="where to write the labelled questions (default: $AGENTMEM_HOME/demo-qa.jsonl)")
     demo.add_argument("--json", action="store_true")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, check=lambda args: _check_demo(demo, args))
 
+
+def _check_demo(parser: argparse.ArgumentParser, args) -> None:
+    last = dt.date.fromisoformat(args.start).toordinal() + args.days - 1
+    if last > dt.date.max.toordinal():
+        parser.error(f"argument --start: {args.days} days from {args.start} go past 9999-12-31")
+
+
+def _add_bench(sub) -> None:
     bench = sub.add_parser("bench", help="the throughput ladder: per-record to pipelined, with the embed-only ceiling")
-    bench.add_argument("--model", help="fastembed model name (default: AGENTMEM_EMBED_MODEL)")
+    bench.add_argument("--model", type=_text("a fastembed model name"), help="fastembed model name (default: AGENTMEM_EMBED_MODEL)")
     bench.add_argument("--model-path", help="local model directory (default: AGENTMEM_EMBED_MODEL_PATH)")
-    bench.add_argument("--memories", type=int, default=2000)
-    bench.add_argument("--batch-size", type=int, default=64, help="memories per batch in rungs 2 and 3")
-    bench.add_argument("--embed-batch-size", type=int, help="texts per model call, length-sorted (default: best for the model)")
+    bench.add_argument("--memories", type=_int_between(1), default=2000, help="default 2000")
+    bench.add_argument("--batch-size", type=_int_between(1), default=64, help="memories per batch in rungs 2 and 3")
+    bench.add_argument(
+        "--embed-batch-size", type=_int_between(1),
+        help="texts per model call, length-sorted (default: best for the model)",
+    )
     bench.add_argument("--ladder-only", action="store_true", help="skip the storage-only and cached re-ingest figures")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
+
+def _add_search_bench(sub) -> None:
     search_bench = sub.add_parser("search-bench", help="search latency (p50, p99) per mode as the chunk table grows")
     search_bench.add_argument("--sizes", type=_sizes, default=[10_000, 100_000, 1_000_000], help="chunk counts (default 10000,100000,1000000)")
-    search_bench.add_argument("--users", type=int, default=100, help="users the corpus is spread over; each search is scoped to one")
-    search_bench.add_argument("--queries", type=int, default=200, help="queries per mode and size")
-    search_bench.add_argument("-k", type=int, default=10)
+    search_bench.add_argument("--users", type=_int_between(1), default=100, help="users the corpus is spread over; each search is scoped to one")
+    search_bench.add_argument("--queries", type=_int_between(1), default=200, help="queries per mode and size")
+    search_bench.add_argument("-k", type=K, default=10, help="1 to 1000 (default 10)")
     search_bench.add_argument("--dir", help="keep the corpus here and reuse it on the next run (default: a temporary directory)")
     search_bench.add_argument("--json", action="store_true")
     search_bench.set_defaults(func=cmd_search_bench)
+
+
+COMMANDS = (_add_ingest, _add_search, _add_eval, _add_stats, _add_demo, _add_bench, _add_search_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="agentmem", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "ingest" and args.start and not args.end:
-        parser.error("--from needs --to")
+    if check := getattr(args, "check", None):
+        check(args)
     if args.command == "eval":
         args.mode = list(dict.fromkeys(args.mode or ["hybrid"]))
     try:
         return args.func(args)
     except StoreUnavailable as exc:
         return _fail(str(exc), 1)
+    except UsageError as exc:
+        return _fail(str(exc), 2)
 
 
 if __name__ == "__main__":

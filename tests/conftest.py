@@ -83,3 +83,41 @@ def instance_with_days(*days: str, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
     register_days(instance, days)
     return instance
+
+
+# Skips: a skipped test fails the run unless tests/allowed_skips.toml lists it with a reason;
+# with AGENTMEM_STRICT_SKIPS=1 (CI) even a listed one fails, so a green CI run ran everything.
+ALLOWED_SKIPS = Path(__file__).with_name("allowed_skips.toml")
+
+
+def allowed_skips() -> dict[str, str]:
+    import tomllib
+
+    path = Path(os.environ.get("AGENTMEM_ALLOWED_SKIPS") or ALLOWED_SKIPS)  # another list: the policy's own tests
+    entries = tomllib.loads(path.read_text(encoding="utf-8")).get("skip", [])
+    for entry in entries:
+        if not entry.get("test") or not entry.get("reason", "").strip():
+            raise pytest.UsageError(f"{path}: every [[skip]] needs a test and a reason: {entry}")
+    return {entry["test"]: entry["reason"] for entry in entries}
+
+
+def skip_refused(nodeid: str, allowed: dict[str, str], strict: bool) -> str | None:
+    """Why this skip fails the run, or None when it may skip."""
+    if nodeid.split("[", 1)[0] not in allowed:
+        return f"skipped, and not on {ALLOWED_SKIPS.name}: fix the cause or list it there with a reason"
+    if strict:
+        return f"skipped under AGENTMEM_STRICT_SKIPS=1 (listed as: {allowed[nodeid.split('[', 1)[0]]})"
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    why = skip_refused(report.nodeid, allowed_skips(), os.environ.get("AGENTMEM_STRICT_SKIPS") == "1")
+    if why is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"{why}\n{reason}"

@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
+
+from agentmem_dagster.cli import main
 
 from .conftest import memory, write_landing
 
@@ -94,9 +97,10 @@ def test_empty_days_cost_nothing_and_a_late_older_day_splits_a_range(agentmem_ho
     out = json.loads(run("ingest", "--all", "--json").stdout)
     assert out["status"] == "SUCCESS" and out["partitions"] == days and out["memories"] == 2 + 3 + 4
     assert out["executor"] == "in_process"
-    events = out["dagster_events"]
+    events = out["events"]["by_type"]
     # four daily assets materialized (and planned) once per day with data, search_index once
     assert events["ASSET_MATERIALIZATION"] == events["ASSET_MATERIALIZATION_PLANNED"] == 4 * len(days) + 1
+    assert out["events"]["days_without_data"] == 0
     with dg.DagsterInstance.get() as instance:
         assert instance.get_dynamic_partitions("memory_days") == days
         materialized = instance.get_materialized_partitions(dg.AssetKey("libsql_memories"))
@@ -113,3 +117,94 @@ def test_empty_days_cost_nothing_and_a_late_older_day_splits_a_range(agentmem_ho
         assert instance.get_dynamic_partitions("memory_days") == [*days, late]
         assert instance.get_materialized_partitions(dg.AssetKey("lancedb_memories")) == {late, *days}
     assert len(json.loads(run("ingest", "--all", "--json").stdout)["run_ids"]) == 1  # all of them: one run
+
+
+# Bad invocations: (arguments, what the one line on stderr must say). Each names the argument
+# and what it allows; none may end in a traceback or reach the stores.
+BAD_INVOCATIONS = [
+    ([], ["command"]),
+    (["bogus"], ["argument command", "choose from", "ingest"]),
+    (["ingest"], ["--partition --from --all", "required"]),
+    (["ingest", "--partition", "2024-13-01"], ["argument --partition", "YYYY-MM-DD"]),
+    (["ingest", "--partition", "2024-06-01", "--all"], ["argument --all", "not allowed with argument --partition"]),
+    (["ingest", "--partition", "2024-06-01", "--to", "2024-06-02"], ["argument --to", "only with --from"]),
+    (["ingest", "--all", "--to", "2024-06-02"], ["argument --to", "only with --from"]),
+    (["ingest", "--from", "2024-06-01"], ["argument --from", "needs --to"]),
+    (["ingest", "--from", "2024-06-02", "--to", "2024-06-01"], ["argument --to", "must not be before --from"]),
+    (["ingest", "--all", "--log-level", "LOUD"], ["argument --log-level", "'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'"]),
+    (["ingest", "--partition", "1999-01-01"], ["AGENTMEM_PARTITIONS_START"]),
+    (["search", "cats"], ["--user", "required"]),
+    (["search", "cats", "--user", ""], ["argument --user", "not empty"]),
+    (["search", "cats", "--user", "u\x00"], ["argument --user", "NUL"]),
+    (["search", "  ", "--user", "u"], ["argument query", "not empty"]),
+    (["search", "cats", "--user", "u", "--agent", ""], ["argument --agent", "not empty"]),
+    (["search", "cats", "--user", "u", "--session", ""], ["argument --session", "not empty"]),
+    (["search", "cats", "--user", "u", "-k", "0"], ["argument -k", "from 1 to 1000", "'0'"]),
+    (["search", "cats", "--user", "u", "-k", "1001"], ["argument -k", "from 1 to 1000"]),
+    (["search", "cats", "--user", "u", "-k", "ten"], ["argument -k", "from 1 to 1000", "'ten'"]),
+    (["search", "cats", "--user", "u", "--mode", "fuzzy"], ["argument --mode", "'hybrid', 'vector', 'text'"]),
+    (["search", "cats", "--user", "u", "--since", "last week"], ["argument --since", "ISO-8601"]),
+    (["search", "cats", "--user", "u", "--until", "2024-02-30"], ["argument --until", "ISO-8601"]),
+    (["eval"], ["--qa", "required"]),
+    (["eval", "--qa", "qa.jsonl", "-k", "0"], ["argument -k", "from 1 to 1000"]),
+    (["eval", "--qa", "qa.jsonl", "--mode", "best"], ["argument --mode", "'hybrid', 'vector', 'text'"]),
+    (["eval", "--qa", "/nonexistent/qa.jsonl"], ["/nonexistent/qa.jsonl", "No such file"]),
+    (["stats", "--verbose"], ["unrecognized arguments: --verbose"]),
+    (["demo", "--days", "0"], ["argument --days", "from 1 to 3660", "'0'"]),
+    (["demo", "--memories", "-1"], ["argument --memories", "from 1 to", "'-1'"]),
+    (["demo", "--memories", "0"], ["argument --memories", "from 1 to"]),
+    (["demo", "--seed", "x"], ["argument --seed", "invalid int value"]),
+    (["demo", "--start", "June"], ["argument --start", "YYYY-MM-DD"]),
+    (["demo", "--start", "9999-12-25"], ["argument --start", "past 9999-12-31"]),
+    (["demo", "--qa", "/proc/no/qa.jsonl"], ["argument --qa", "cannot be written"]),
+    (["bench", "--memories", "0"], ["argument --memories", "at least 1", "'0'"]),
+    (["bench", "--batch-size", "0"], ["argument --batch-size", "at least 1", "'0'"]),
+    (["bench", "--embed-batch-size", "-3"], ["argument --embed-batch-size", "at least 1"]),
+    (["bench", "--model", ""], ["argument --model", "not empty"]),
+    (["search-bench", "--users", "0"], ["argument --users", "at least 1", "'0'"]),
+    (["search-bench", "--queries", "0"], ["argument --queries", "at least 1", "'0'"]),
+    (["search-bench", "-k", "0"], ["argument -k", "from 1 to 1000"]),
+    (["search-bench", "--sizes", "10,0"], ["argument --sizes", "positive row counts"]),
+    (["search-bench", "--sizes", "ten"], ["argument --sizes", "comma-separated list of row counts"]),
+    (["search-bench", "--sizes", "10", "--dir", "/proc/no/corpus"], ["argument --dir", "cannot be created"]),
+]
+
+
+@pytest.mark.parametrize("argv, says", BAD_INVOCATIONS, ids=[" ".join(a) or "(none)" for a, _ in BAD_INVOCATIONS])
+def test_a_bad_invocation_is_one_line_on_stderr_and_exit_2(agentmem_home, monkeypatch, capsys, argv, says):
+    monkeypatch.chdir(agentmem_home.parent)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own exit, after one line (no traceback: nothing raised past it)
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("agentmem") and "Traceback" not in err
+    for part in says:
+        assert part in err, f"{part!r} not in {err!r}"
+    assert not (agentmem_home / "memories.db").exists()  # refused before any store was opened
+
+
+@pytest.mark.parametrize("case", ["empty user_id", "NUL in question", "evidence not ids"])
+def test_eval_refuses_a_bad_question_file_in_one_line(agentmem_home, tmp_path, capsys, case):
+    question = {"user_id": "u", "question": "what?", "evidence": ["m-1"]}
+    question.update({
+        "empty user_id": {"user_id": ""}, "NUL in question": {"question": "a\x00b"}, "evidence not ids": {"evidence": [1]},
+    }[case])
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(json.dumps(question) + "\n")
+    assert main(["eval", "--qa", str(qa)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{qa}:1:" in err, err
+
+
+def test_ingest_with_a_dagster_home_that_cannot_be_created_is_one_line(agentmem_home, monkeypatch):
+    write_landing(agentmem_home / "landing", "2024-06-01", [memory("a", "u", "text", "2024-06-01")])
+    env = {**os.environ, "DAGSTER_HOME": "/proc/agentmem-no/dagster"}
+    proc = subprocess.run([AGENTMEM, "ingest", "--all"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "agentmem: DAGSTER_HOME /proc/agentmem-no/dagster cannot be created (No such file or directory): "
+        "set DAGSTER_HOME (or AGENTMEM_HOME) to a writable directory"
+    ]

@@ -11,12 +11,17 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pytest
 
 from agentmem_dagster.assets.partitions import register_days
 from agentmem_dagster.demo import write_demo_landing
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.records import read_landing_day
+from agentmem_dagster.engine.writer import Batch, DayLease, FanOutWriter, LibsqlSink, WriteError
+
+from .test_writer import memories
 
 AGENTMEM = str(Path(sys.executable).parent / "agentmem")
 
@@ -68,6 +73,48 @@ def test_a_lease_blocks_other_runs_until_released_but_not_after_its_process_died
     with store.pool.connection() as conn:
         conn.execute("UPDATE day_leases SET pid = ?, expires_at = ?", [dead.pid, time.time() + 600])
     assert store.try_lease(["2024-06-01"], "run-c", "run-c:both", ttl=60) == []
+    store.pool.close()
+
+
+def test_a_run_waiting_for_a_lease_says_once_what_it_waits_for(tmp_path):
+    """At WARNING in the Dagster ops (the CLI's default level shows it): a wait of up to an hour
+    must not look hung, nor fill the log with a line every two seconds."""
+    store = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    assert store.try_lease(["2024-06-01"], "run-a", "run-a:both", ttl=1.5) == []  # this live process holds it
+    heard = []
+    started = time.monotonic()
+    DayLease(store, ["2024-06-01"], "run-b", "run-b:both", wait=60, on_wait=heard.append).acquire()
+    assert time.monotonic() - started >= 1.0  # it did wait, for the lease to expire
+    [said] = heard
+    assert said.startswith("day 2024-06-01 is being written by ingestion run-a (pid ")
+    assert "waiting for it to finish, up to 6" in said
+    store.pool.close()
+
+
+def test_a_lost_lease_stops_the_writer_and_takes_its_rows_back(tmp_path):
+    """A renewal that finds another ingestion holding the day (the lease expired under a slow
+    run) fails the run: it is not written beside the other one."""
+    store = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    day = "2024-06-01"
+    lease = DayLease(store, [day], "run-a", "run-a:libsql", ttl=600)
+    table = memories(40, day=day)
+    chunks = pa.table({
+        "chunk_id": [f"{m}#0" for m in table["memory_id"].to_pylist()], "memory_id": table["memory_id"],
+        "chunk_index": [0] * 40, "chunk_count": [1] * 40, "text": table["content"], "text_hash": ["0" * 64] * 40,
+        "user_id": table["user_id"], "day": table["day"],
+    })
+    batches = (Batch(i, table.slice(i * 4, 4), chunks.slice(i * 4, 4)) for i in range(10))
+
+    def steal(batch: Batch) -> None:
+        if batch.index == 2:  # run-a's lease runs out, and run-b takes the day
+            with store.pool.connection() as conn:
+                conn.execute("UPDATE day_leases SET expires_at = 0 WHERE holder = 'run-a:libsql'")
+            assert store.try_lease([day], "run-b", "run-b:both", ttl=600) == []
+
+    writer = FanOutWriter([LibsqlSink(store, [day], "run-a")], lease=lease, on_batch=steal)
+    with pytest.raises(WriteError, match="renewing the day lease failed.*expired and ingestion run-b"):
+        writer.run(batches)
+    assert store.counts([day])["memories"] == 0  # its rows were taken back
     store.pool.close()
 
 

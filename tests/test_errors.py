@@ -1,8 +1,9 @@
 """Clear failures: a missing model, an unreachable LanceDB URI, a read-only, locked or full LibSQL
 database or disk each fail the run with a message naming the cause and the setting to change,
 and leave both stores as they were. Real processes and stores; a tmpfs mount (remounted
-read-only, or filled up) where a read-only or full disk is needed, skipped where mounting is
-not permitted."""
+read-only, or filled up) where a read-only or full disk is needed: those tests need root (or
+CAP_SYS_ADMIN) to mount, and skip, saying so, where mounting is not permitted; they are on
+tests/allowed_skips.toml, and .ci/run (AGENTMEM_STRICT_SKIPS=1) fails when they skip."""
 
 import json
 import os
@@ -47,7 +48,7 @@ def mount(tmp_path):
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                               capture_output=True, text=True)
         if proc.returncode:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+            pytest.skip(f"needs root (or CAP_SYS_ADMIN) to mount a tmpfs: {proc.stderr.strip()}")
         mounted.append(path)
         return path
 

@@ -7,7 +7,7 @@ import pytest
 
 from agentmem_dagster.engine.embedding import Embedder
 from agentmem_dagster.engine.ingest import ingest
-from agentmem_dagster.engine.lance_store import LanceStore
+from agentmem_dagster.engine.lance_store import LanceStore, scope_filter
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
 from agentmem_dagster.engine.records import MEMORY_SCHEMA
 from agentmem_dagster.engine.search import search
@@ -79,6 +79,30 @@ def test_hostile_values_never_widen_the_scope(world, value):
         assert hits == []
     hits = search(embedder, lance, libsql, value, user_id="bob", k=50).hits  # as query text
     assert {h.user_id for h in hits} <= {"bob"}
+
+
+def _lance_rows(world, where: str, text: str = "hiking") -> list[dict]:
+    """The rows LanceDB itself returns for the filter (both rankings), before any hydration:
+    hydration drops other users' rows anyway, so only here does a filter bypass show."""
+    embedder, lance, _ = world
+    vector_rows, text_rows = lance.rankings(vector=embedder.embed([text])[0], text=text, where=where, limit=200)
+    return [{**row, "ranking": "vector"} for row in vector_rows] + [{**row, "ranking": "text"} for row in text_rows]
+
+
+def test_the_lancedb_filter_itself_keeps_hostile_values_in_scope(world):
+    # a control: a filter built without quoting lets other users' rows through, and this check sees it
+    leaked = _lance_rows(world, "user_id = 'u_alice' OR user_id != ''")
+    assert {row["user_id"] for row in leaked} > {"u_alice"}
+    assert {row["ranking"] for row in leaked} == {"vector", "text"}  # both rankings are checked
+    for value in HOSTILE + USERS:
+        rows = _lance_rows(world, scope_filter(value))
+        assert {row["user_id"] for row in rows} <= {value}, value[:40]
+        owned = 3 + len(UNICODE) if value == "u_alice" else 3 if value in USERS else 0  # every chunk of theirs
+        assert len({row["chunk_id"] for row in rows}) == owned, value[:40]
+        for field in ("agent_id", "session_id"):
+            assert _lance_rows(world, scope_filter("bob", **{field: value})) == [], (field, value[:40])
+        rows = _lance_rows(world, scope_filter("bob"), text=value[:1000])  # as query text
+        assert {row["user_id"] for row in rows} == {"bob"}, value[:40]
 
 
 def test_a_nul_in_a_scope_value_is_a_clear_error(world):

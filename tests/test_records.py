@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -170,7 +171,7 @@ def test_null_optional_fields_and_unknown_fields():
 
 def test_derived_memory_id_is_stable():
     mid = derive_memory_id("u1", "2024-05-01T12:00:00Z", "hello")
-    assert len(mid) == 32 and int(mid, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", mid)
     expected = hashlib.sha256(b"u1\x1f2024-05-01T12:00:00.000000Z\x1fhello").hexdigest()[:32]
     assert mid == expected
     # Equivalent spellings of the same instant give the same id.
@@ -281,6 +282,41 @@ def test_gz_file_is_read_and_files_sorted(tmp_path):
     assert result.memories.column("content").to_pylist() == ["from plain", "from gz"]
     assert result.memories.column("source_file").to_pylist() == [f"{DAY}/a.jsonl", f"{DAY}/b.jsonl.gz"]
     assert result.files == 2
+    # the rest is reported, never skipped silently: one whole-file record each
+    assert [(q.file, q.line, q.code) for q in result.quarantine] == [
+        (f"{DAY}/c.json", 0, Reason.NOT_LANDING_FILE),
+        (f"{DAY}/notes.txt", 0, Reason.NOT_LANDING_FILE),
+        (f"{DAY}/sub", 0, Reason.NOT_LANDING_FILE),
+    ]
+    assert "a folder" in result.quarantine[2].reason
+
+
+@pytest.mark.parametrize("name", ["x.json", "x.ndjson", "x.JSONL", ".hidden.jsonl.tmp"])
+def test_a_file_that_is_not_a_landing_file_is_reported(tmp_path, name):
+    write(tmp_path, name, [jline(rec())])
+    result = read_landing_day(tmp_path, DAY)
+    [q] = result.quarantine
+    assert (q.file, q.line, q.raw, q.code) == (f"{DAY}/{name}", 0, "", Reason.NOT_LANDING_FILE)
+    assert "does not end .jsonl or .jsonl.gz" in q.reason
+    assert result.files == 0 and result.memories.num_rows == 0
+
+
+def test_symbolic_links_leaving_the_landing_zone_are_refused(tmp_path):
+    landing, outside = tmp_path / "landing", tmp_path / "outside"
+    secret = write(outside, "secret.jsonl", [jline(rec(memory_id="secret", content="from outside"))])
+    write(landing, "a.jsonl", [jline(rec(memory_id="inside", content="inside"))])
+    write(landing, "b.jsonl", [jline(rec(memory_id="other-day", content="another day file"))], day="2024-05-02")
+    (landing / DAY / "out.jsonl").symlink_to(secret)
+    (landing / DAY / "in.jsonl").symlink_to(landing / "2024-05-02" / "b.jsonl")  # inside the zone: read
+    (landing / DAY / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (landing / "2024-05-03").symlink_to(outside / DAY, target_is_directory=True)  # a day folder leaving it
+
+    result = read_landing_day(landing, DAY)
+    assert sorted(result.memories.column("memory_id").to_pylist()) == ["inside", "other-day"]
+    reasons = {q.file: q.code for q in result.quarantine}
+    assert reasons == {f"{DAY}/out.jsonl": Reason.OUTSIDE_LANDING, f"{DAY}/gone.jsonl": Reason.OUTSIDE_LANDING}
+    refused = read_landing_day(landing, "2024-05-03")
+    assert refused.memories.num_rows == 0 and [q.code for q in refused.quarantine] == [Reason.OUTSIDE_LANDING]
 
 
 def test_truncated_gz_keeps_earlier_lines_and_other_files(tmp_path):

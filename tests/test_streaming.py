@@ -2,6 +2,7 @@
 stores exactly as they do in one batch."""
 
 import os
+import resource
 
 import dagster as dg
 import numpy as np
@@ -97,8 +98,12 @@ def test_a_day_in_many_small_batches_lands_as_in_one(tmp_path, agentmem_home):
     assert all(groups / 2 < m.metadata["batches"].value <= groups for m in written)
     assert small.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value > 4
     assert whole.asset_materializations_for_node("memory_embeddings")[0].metadata["shards"].value == 1  # both days
-    for node in ("raw_memories", "memory_embeddings", "memory_stores"):  # each step's peak memory
-        assert all(m.metadata["peak_rss_mb"].value > 50 for m in small.asset_materializations_for_node(node))
+    # each step's peak memory: in MB (a Python process with pyarrow holds more than 50), and the
+    # peak of the process that ran it (here, in process: this one), so never above ours now
+    own_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for node in ("raw_memories", "memory_embeddings", "memory_stores"):
+        peaks = [m.metadata["peak_rss_mb"].value for m in small.asset_materializations_for_node(node)]
+        assert peaks and all(50 < peak <= own_peak_mb + 0.1 for peak in peaks), (node, peaks, own_peak_mb)
 
     # and it stored the same rows: duplicates resolved across batches and files, long memories split
     assert len(got["memories"]) == 2 * 21 and len(got["chunks"]) > 2 * 21

@@ -14,7 +14,7 @@ from agentmem_dagster.engine.errors import StoreUnavailable
 from agentmem_dagster.engine.ingest import batches_from_embedded, embedded_batches, ingest
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
-from agentmem_dagster.engine.records import MEMORY_SCHEMA
+from agentmem_dagster.engine.records import MEMORY_SCHEMA, QuarantineRecord
 from agentmem_dagster.engine.writer import (
     Batch,
     FanOutWriter,
@@ -188,10 +188,12 @@ def test_when_one_store_of_a_run_fails_the_other_keeps_none_of_its_rows(stores, 
     Either way neither store keeps a row of the run."""
     lance, libsql = stores
     ingest(memories(30, prefix="old"), embedder=embedder, lance=lance, libsql=libsql, days=[DAY], ingest_id="run1")
-    before = versions(lance, libsql)
+    libsql.replace_quarantine([DAY], [bad_line("old.jsonl")])
+    before = versions(lance, libsql), libsql.quarantine([DAY])
     new = memories(60, prefix="new")
     chunks = chunk_memories(new, embedder.tokenizer, 256)
     run_sinks = [LanceSink(lance, [DAY], "run2"), LibsqlSink(libsql, [DAY], "run2")]
+    libsql.stage_quarantine([DAY], [bad_line("new.jsonl"), bad_line("new.jsonl", 2)], "run2")  # as raw_memories does
     errors, log = {}, []
 
     def part(index: int, batches, delay: float) -> None:
@@ -216,8 +218,32 @@ def test_when_one_store_of_a_run_fails_the_other_keeps_none_of_its_rows(stores, 
         assert 0 < len(written) < 10
     else:  # it had finished all its batches before the failure
         assert "libsql" not in errors and len(written) == 10
-    assert versions(lance, libsql) == before
+    assert (versions(lance, libsql), libsql.quarantine([DAY])) == before  # the quarantine too
     assert libsql.failure("run2").startswith("writing lancedb failed")
+
+
+def bad_line(file: str, line: int = 1) -> QuarantineRecord:
+    return QuarantineRecord(DAY, f"{DAY}/{file}", line, "not json", "invalid_json: Expecting value")
+
+
+def test_a_days_quarantine_changes_only_when_the_run_commits(stores, embedder):
+    lance, libsql = stores
+    libsql.replace_quarantine([DAY], [bad_line("old.jsonl")])
+    old = libsql.quarantine([DAY])
+    libsql.stage_quarantine([DAY], [bad_line("new.jsonl")], "run2")
+    assert libsql.quarantine([DAY]) == old  # staged, not yet the day's
+    writer = FanOutWriter([LanceSink(lance, [DAY], "run2"), LibsqlSink(libsql, [DAY], "run2")])
+    writer.run(embedded_batches(memories(5), chunk_memories(memories(5), embedder.tokenizer, 256), embedder))
+    assert [row["file"] for row in libsql.quarantine([DAY])] == [f"{DAY}/new.jsonl"]
+    # a run that staged an empty quarantine clears the day's; one that staged none keeps it
+    libsql.stage_quarantine([DAY], [], "run3")
+    FanOutWriter([LibsqlSink(libsql, [DAY], "run3")]).run(iter([]))
+    assert libsql.quarantine([DAY]) == []
+    libsql.replace_quarantine([DAY], [bad_line("kept.jsonl")])
+    FanOutWriter([LibsqlSink(libsql, [DAY], "run4")]).run(iter([]))
+    assert [row["file"] for row in libsql.quarantine([DAY])] == [f"{DAY}/kept.jsonl"]
+    with libsql.pool.connection() as conn:  # nothing staged is left behind by committed runs
+        assert conn.execute("SELECT count(*) FROM quarantine_staged").fetchone()[0] == 0
 
 
 def test_reingesting_unchanged_memories_embeds_nothing(stores, embedder):
@@ -369,3 +395,16 @@ def test_concurrent_writers_and_a_compaction_on_one_lancedb_table_conflict_and_a
     for day in days:
         ids = LanceStore(uri).chunk_ids([day])
         assert sorted(ids) == sorted(embedded[day]["chunk_id"].to_pylist())  # each new row once, no old row
+
+
+def test_generate_series_is_detected_and_other_errors_are_not_taken_for_its_absence(tmp_path):
+    import sqlite3
+
+    import libsql
+
+    assert libsql_store.has_generate_series(libsql.connect(str(tmp_path / "a.db"), isolation_level=None))
+    plain = sqlite3.connect(":memory:")  # Python's own SQLite is built without it
+    assert not libsql_store.has_generate_series(plain)
+    plain.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+        libsql_store.has_generate_series(plain)

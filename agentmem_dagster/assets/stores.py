@@ -28,7 +28,7 @@ def _write(
     """Stream the run's batches to one store with the engine's writer, uncommitted. A lease
     on the days makes another run of the same days wait for this one."""
     days, run = context.partition_keys, context.run_id
-    lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.info)
+    lease = DayLease(libsql.store, days, run, f"{run}:{sink.name}", on_wait=context.log.warning)
 
     stats = write_one_store(
         sink, [sink, partner], batches_in_step(memories.batches(), embeddings.batches(), staging.batch_rows),

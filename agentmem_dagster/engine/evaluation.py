@@ -28,6 +28,11 @@ def read_questions(path: str | Path) -> list[dict]:
                 and item["evidence"]
             ):
                 raise ValueError(f"{path}:{number}: needs user_id, question and a non-empty evidence list")
+            for key in ("user_id", "question"):
+                if not item[key].strip() or "\x00" in item[key]:
+                    raise ValueError(f"{path}:{number}: {key} must be non-empty text without NUL, not {item[key]!r}")
+            if not all(isinstance(e, str) and e for e in item["evidence"]):
+                raise ValueError(f"{path}:{number}: evidence must list memory ids (non-empty strings)")
             questions.append(item)
     return questions
 

@@ -204,7 +204,9 @@ class LanceStore:
         table = self._search_table()
         if table is None:
             return [], []
-        columns = ["chunk_id", "memory_id", "day", "text"]  # day and id: the key of the memory in LibSQL
+        # day and id: the key of the memory in LibSQL; the scope columns, so that what the filter let
+        # through can be checked before hydration
+        columns = ["chunk_id", "memory_id", "day", "text", "user_id", "agent_id", "session_id"]
 
         async def vector_rows(indexed: set[str]):
             if vector is None:

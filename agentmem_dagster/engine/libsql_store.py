@@ -87,6 +87,23 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL,
     PRIMARY KEY (day, file, line)
 );
+-- A run's quarantine of its days, staged before its writers run: it replaces the days'
+-- quarantine when the run commits (with its rows), and goes when the run is rolled back.
+CREATE TABLE IF NOT EXISTS quarantine_staged (
+    ingest_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    file TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    raw TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (ingest_id, day, file, line)
+);
+CREATE TABLE IF NOT EXISTS quarantine_staged_days (
+    ingest_id TEXT NOT NULL,
+    day TEXT NOT NULL,
+    staged_at REAL NOT NULL,
+    PRIMARY KEY (ingest_id, day)
+);
 """
 
 MEMORY_COLUMNS = [
@@ -225,10 +242,15 @@ ROW_NUMBERS_RECURSIVE = "WITH RECURSIVE batch(i) AS (SELECT 0 WHERE 0 < ?3 UNION
 
 
 def has_generate_series(conn) -> bool:
+    """Whether SQLite was built with generate_series. Only its absence ("no such table") means
+    no: any other error (a closed or broken connection, a locked or corrupt database) is raised,
+    not taken as an answer that would keep the store on the slow path for its lifetime."""
     try:
         return conn.execute("SELECT count(*) FROM generate_series(0, 2)").fetchone()[0] == 3
-    except Exception:  # noqa: BLE001 - "no such table: generate_series": a build without it
-        return False
+    except Exception as exc:
+        if "no such table: generate_series" in str(exc).lower():
+            return False
+        raise
 
 
 def bulk_insert(
@@ -622,7 +644,8 @@ class LibsqlStore:
             )
 
     def replace_quarantine(self, days: Sequence[str], records: Sequence) -> int:
-        """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects)."""
+        """Make the quarantine of `days` exactly `records` (QuarantineRecord-like objects) now.
+        A run stages its quarantine instead (`stage_quarantine`), so that it goes with its rows."""
         day_params = list(days)
         with self.writing() as conn:
             conn.execute(f"DELETE FROM quarantine WHERE day IN ({placeholders(len(day_params))})", day_params)
@@ -632,6 +655,65 @@ class LibsqlStore:
                     [(r.day, r.file, r.line, r.raw, r.reason) for r in records],
                 )
         return len(records)
+
+    def stage_quarantine(self, days: Sequence[str], records: Sequence, ingest_id: str) -> int:
+        """Keep `records` as the quarantine `days` get when the ingestion `ingest_id` commits
+        (`commit_days`); its rollback drops them, and the days keep the quarantine they had."""
+        day_params = list(days)
+        where = f"ingest_id = ? AND day IN ({placeholders(len(day_params))})"
+        with self.writing() as conn:
+            conn.execute(f"DELETE FROM quarantine_staged WHERE {where}", [ingest_id, *day_params])
+            if records:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO quarantine_staged (ingest_id, day, file, line, raw, reason) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(ingest_id, r.day, r.file, r.line, r.raw, r.reason) for r in records],
+                )
+            now = time.time()
+            insert_rows(conn, "quarantine_staged_days", ["ingest_id", "day", "staged_at"], [(ingest_id, d, now) for d in day_params])
+        return len(records)
+
+    def commit_days(self, days: Sequence[str], ingest_id: str, replaces: Sequence[str]) -> None:
+        """In one transaction: drop the versions `replaces` of `days`, and give the days the
+        quarantine `ingest_id` staged for them (days it staged none for keep theirs)."""
+        day_params = list(days)
+        in_days = f"day IN ({placeholders(len(day_params))})"
+        with self.writing() as conn:
+            if replaces:
+                where = f"{in_days} AND ingest_id IN ({placeholders(len(replaces))})"
+                conn.execute(f"DELETE FROM chunks WHERE {where}", [*day_params, *replaces])
+                conn.execute(f"DELETE FROM memories WHERE {where}", [*day_params, *replaces])
+            staged = [
+                row[0] for row in conn.execute(
+                    f"SELECT day FROM quarantine_staged_days WHERE ingest_id = ? AND {in_days}", [ingest_id, *day_params]
+                ).fetchall()
+            ]
+            if staged:
+                in_staged = f"day IN ({placeholders(len(staged))})"
+                conn.execute(f"DELETE FROM quarantine WHERE {in_staged}", staged)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO quarantine (day, file, line, raw, reason) SELECT day, file, line, raw, reason "
+                    f"FROM quarantine_staged WHERE ingest_id = ? AND {in_staged}",
+                    [ingest_id, *staged],
+                )
+            # this run's staging, and that of the runs it replaces (killed ones leave theirs)
+            for owner in [ingest_id, *replaces]:
+                self._drop_staged_quarantine(conn, owner, day_params)
+
+    def rollback_days(self, days: Sequence[str], ingest_id: str) -> None:
+        """In one transaction: the rows and the staged quarantine of `ingest_id` in `days` go."""
+        day_params = list(days)
+        where = f"day IN ({placeholders(len(day_params))}) AND ingest_id = ?"
+        with self.writing() as conn:
+            conn.execute(f"DELETE FROM chunks WHERE {where}", [*day_params, ingest_id])
+            conn.execute(f"DELETE FROM memories WHERE {where}", [*day_params, ingest_id])
+            self._drop_staged_quarantine(conn, ingest_id, day_params)
+
+    @staticmethod
+    def _drop_staged_quarantine(conn, ingest_id: str, days: Sequence[str]) -> None:
+        where = f"ingest_id = ? AND day IN ({placeholders(len(days))})"
+        conn.execute(f"DELETE FROM quarantine_staged WHERE {where}", [ingest_id, *days])
+        conn.execute(f"DELETE FROM quarantine_staged_days WHERE {where}", [ingest_id, *days])
 
     def chunk_ids(self, days: Sequence[str] | None = None) -> list[str]:
         where, params = _days_clause(days)

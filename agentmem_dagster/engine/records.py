@@ -93,6 +93,8 @@ class Reason(StrEnum):
     INVALID_METADATA = "invalid_metadata"
     LINE_TOO_LONG = "line_too_long"
     CORRUPT_FILE = "corrupt_file"
+    NOT_LANDING_FILE = "not_landing_file"
+    OUTSIDE_LANDING = "outside_landing"
 
 
 @dataclass(frozen=True)
@@ -361,13 +363,31 @@ def is_day_name(name: str) -> bool:
     return True
 
 
-def _landing_files(folder: Path) -> list[Path]:
+def _day_entries(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The day folder's landing files, sorted by name, and every other entry with the reason
+    it is not read: a name not ending .jsonl or .jsonl.gz, a folder, a broken link, or a
+    symbolic link that leaves the landing zone (the folder's parent)."""
     if not folder.is_dir():
-        return []
-    return sorted(
-        (p for p in folder.iterdir() if p.name.endswith(LANDING_SUFFIXES) and p.is_file()),
-        key=lambda p: p.name,
-    )
+        return [], []
+    root = folder.parent.resolve()
+    files, others = [], []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        target = path.resolve()
+        if (path.is_symlink() or folder.is_symlink()) and not target.is_relative_to(root):
+            others.append((path, f"{Reason.OUTSIDE_LANDING}: a symbolic link to {target}, outside the landing zone {root}: not read"))
+        elif not path.name.endswith(LANDING_SUFFIXES):
+            kind = "a folder" if path.is_dir() else "a file"
+            others.append((path, f"{Reason.NOT_LANDING_FILE}: {kind} whose name does not end .jsonl or .jsonl.gz: not read"))
+        elif not path.is_file():
+            kind = "a folder" if path.is_dir() else "a broken link" if path.is_symlink() and not path.exists() else "not a regular file"
+            others.append((path, f"{Reason.NOT_LANDING_FILE}: {kind}, not a landing file: not read"))
+        else:
+            files.append(path)
+    return files, others
+
+
+def _landing_files(folder: Path) -> list[Path]:
+    return _day_entries(folder)[0]
 
 
 # Rows are kept as tuples in schema order: far smaller than dicts at 200k rows,
@@ -385,7 +405,10 @@ def _landing_rows(folder: Path, landed: LandingDay) -> Iterator[tuple]:
     """Every valid record of the day's files in order, duplicates included, as MEMORY_SCHEMA
     rows; bad lines and corrupt gzip files go to ``landed.quarantine``, files and lines are counted."""
     day = landed.day
-    for path in _landing_files(folder):
+    files, others = _day_entries(folder)
+    for path, reason in others:  # reported, never silently skipped
+        landed.quarantine.append(QuarantineRecord(day, f"{day}/{path.name}", 0, "", reason))
+    for path in files:
         landed.files += 1
         rel = f"{day}/{path.name}"
         opener = gzip.open if path.name.endswith(".gz") else open

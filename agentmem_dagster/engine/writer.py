@@ -49,6 +49,8 @@ def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: lock contention and optimistic-commit conflicts."""
     if isinstance(exc, StoreUnavailable):
         return exc.transient
+    if isinstance(exc, LeaseLost):
+        return False
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(marker in text for marker in TRANSIENT_MARKERS)
 
@@ -110,9 +112,21 @@ class LibsqlSink(_VersionedSink):
     def write(self, batch: Batch) -> None:
         self.store.write(batch.memories, batch.chunks, self.ingest_id)
 
+    def commit(self) -> None:
+        """The old versions go, and the quarantine the run staged comes in, at once."""
+        self.store.commit_days(self.days, self.ingest_id, self.replaces)
+
+    def rollback(self) -> None:
+        """The run's rows and its staged quarantine go: the days keep the quarantine they had."""
+        self.store.rollback_days(self.days, self.ingest_id)
+
 
 class WriteError(RuntimeError):
     pass
+
+
+class LeaseLost(WriteError):
+    """Not retried: the lease is gone, another ingestion holds the day."""
 
 
 @dataclass
@@ -131,27 +145,48 @@ class DayLease:
     holder: str
     ttl: float = 600.0
     wait: float = 3600.0
-    on_wait: Callable[[str], None] | None = None
+    on_wait: Callable[[str], None] | None = None  # hears what a waiting run waits for (log it at WARNING)
+    remind: float = 300.0
 
     def acquire(self) -> None:
+        """Take the lease, waiting (up to `wait` seconds) while another ingestion holds one of
+        the days; `on_wait` hears once what it waits for, and again when that changes or
+        every `remind` seconds, so that a waiting run never looks hung."""
         deadline = time.monotonic() + self.wait
         delay = 0.05
+        told: tuple | None = None
+        told_at = 0.0
         while True:
             blocking = self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
             if not blocking:
                 return
+            lease = blocking[0]
             if time.monotonic() > deadline:
                 raise WriteError(
-                    f"day {blocking[0]['day']} is being written by ingestion {blocking[0]['ingest_id']} "
-                    f"(pid {blocking[0]['pid']} on {blocking[0]['host']}) and it did not finish in {self.wait:.0f}s"
+                    f"day {lease['day']} is being written by ingestion {lease['ingest_id']} "
+                    f"(pid {lease['pid']} on {lease['host']}) and it did not finish in {self.wait:.0f}s"
                 )
-            if self.on_wait:
-                self.on_wait(f"waiting for ingestion {blocking[0]['ingest_id']} to finish day {blocking[0]['day']}")
+            holder = (lease["day"], lease["ingest_id"])
+            if self.on_wait and (holder != told or time.monotonic() - told_at >= self.remind):
+                left = deadline - time.monotonic()
+                self.on_wait(
+                    f"day {lease['day']} is being written by ingestion {lease['ingest_id']} (pid {lease['pid']} "
+                    f"on {lease['host']}): waiting for it to finish, up to {left:.0f}s more, before writing"
+                )
+                told, told_at = holder, time.monotonic()
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     def renew(self) -> None:
-        self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+        """Extend the lease; losing it (it expired and another ingestion took a day) is an
+        error: two runs would then replace the same day at once."""
+        blocking = self.store.try_lease(self.days, self.ingest_id, self.holder, self.ttl)
+        if blocking:
+            lease = blocking[0]
+            raise LeaseLost(
+                f"the lease on day {lease['day']} expired and ingestion {lease['ingest_id']} "
+                f"(pid {lease['pid']} on {lease['host']}) took it: this run stops rather than write beside it"
+            )
 
     def release(self) -> None:
         self.store.release_lease(self.days, self.holder)
@@ -348,11 +383,8 @@ class _FanOutRun:
         """Every eighth batch renews the day lease; every batch written goes to on_batch."""
         writer = self.writer
         if writer.lease is not None and item.index % 8 == 7:
-            try:
-                writer.retry.call(writer.lease.renew, "renewing the day lease", writer.on_retry)
-            except WriteError as exc:  # not fatal: the lease lasts its ttl past the last renewal
-                if writer.on_retry:
-                    writer.on_retry(str(exc))
+            # fatal when it fails: past its ttl another run of the days would write beside this one
+            writer.retry.call(writer.lease.renew, "renewing the day lease", writer.on_retry)
         if writer.on_batch and not self.stop.is_set():
             writer.on_batch(item)
 

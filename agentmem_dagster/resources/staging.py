@@ -1,9 +1,9 @@
-import pickle
 import shutil
 from pathlib import Path
 
 import dagster as dg
 
+from ..engine import serial
 from ..engine.parquet import BATCH_ROWS, DayFiles
 
 
@@ -25,7 +25,8 @@ class Staging(dg.ConfigurableResource):
 class StagingIOManager(dg.ConfigurableIOManager):
     """Hands a partitioned asset's days to the next step as a lazy `DayFiles` (never a table
     in memory): the asset has already written them with `Staging.day_files`. Outputs of ops
-    inside a graph (small descriptions of shards) are pickled per run."""
+    inside a graph (small descriptions of shards) are kept as JSON per run (engine.serial:
+    reading them back runs no code, unlike pickle)."""
 
     base_dir: str
 
@@ -34,7 +35,7 @@ class StagingIOManager(dg.ConfigurableIOManager):
         return Staging(base_dir=self.base_dir)
 
     def _op_path(self, identifier) -> Path:
-        return Path(self.base_dir, "runs", *identifier).with_suffix(".pickle")
+        return Path(self.base_dir, "runs", *identifier).with_suffix(".json")
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
@@ -42,7 +43,7 @@ class StagingIOManager(dg.ConfigurableIOManager):
         if not context.has_asset_partitions:
             path = self._op_path(context.get_identifier())
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+            path.write_text(serial.dumps(obj), encoding="utf-8")
             return
         expected = self.staging.day_files(context.asset_key, context.asset_partition_keys)
         if obj != expected or not all(path.exists() for path in expected.paths.values()):
@@ -53,7 +54,7 @@ class StagingIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         if not context.has_asset_partitions:
-            return pickle.loads(self._op_path(context.upstream_output.get_identifier()).read_bytes())
+            return serial.loads(self._op_path(context.upstream_output.get_identifier()).read_text(encoding="utf-8"))
         files = self.staging.day_files(context.asset_key, context.asset_partition_keys)
         for day, path in files.paths.items():
             if not path.exists():
