@@ -12,7 +12,7 @@ uses the multiprocess executor: each step in its own process, the writers concur
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -32,15 +32,14 @@ def executor_config(landing: str | Path, days: Sequence[str]) -> dict:
 
 @dataclass(frozen=True)
 class RunPlan:
-    days: tuple[str, ...]
     tags: dict[str, str]
-    run_config: dict = field(default_factory=dict)
+    run_config: dict
 
 
 def plan_runs(instance: dg.DagsterInstance, landing: str | Path, days: Sequence[str]) -> list[RunPlan]:
     """Register `days` as partitions and cut them into runs over contiguous partition ranges."""
     register_days(instance, days)
     return [
-        RunPlan(tuple(run), run_tags(run[0], run[-1]), executor_config(landing, run))
+        RunPlan(run_tags(run[0], run[-1]), executor_config(landing, run))
         for run in contiguous_runs(instance.get_dynamic_partitions(PARTITIONS_NAME), days)
     ]
