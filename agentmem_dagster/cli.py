@@ -311,6 +311,56 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_forget(args) -> int:
+    """Erase a user's (an agent's, a session's) memories from everything the project keeps."""
+    from .engine.lifecycle import Scope, forget
+    from .engine.memory import MemoryEngine
+
+    try:
+        scope = Scope(args.user, args.agent, args.session)
+    except ValueError as exc:
+        return _fail(f"--{str(exc).split('_')[0]}: {exc}")
+    engine = MemoryEngine.from_env()
+    try:
+        report = forget(
+            engine.lance, engine.libsql, scope, staging=engine.settings.staging, wait=args.wait,
+            on_wait=lambda message: print(f"agentmem: {message}", file=sys.stderr),
+        )
+    except TimeoutError as exc:
+        return _fail(str(exc), 1)
+    finally:
+        engine.close()
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"forgot {report['memories']} memories ({report['versions']} versions, {report['chunks']} chunks, "
+            f"{report['quarantined_lines']} quarantined lines) of {scope.user_id} in {report['seconds']}s"
+        )
+    return 0
+
+
+def cmd_history(args) -> int:
+    """Every version of one memory, oldest first."""
+    from .engine.lifecycle import NoSuchMemory, history
+    from .engine.memory import MemoryEngine
+
+    engine = MemoryEngine.from_env()
+    try:
+        versions = history(engine.libsql, args.user, args.memory_id)
+    except NoSuchMemory as exc:
+        return _fail(str(exc))
+    finally:
+        engine.close()
+    if args.json:
+        _print_json(versions)
+        return 0
+    for version in versions:
+        mark = "*" if version["current"] else " "
+        print(f"{mark} {version['created_at']}  ({version['day']})  {version['content']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .engine.demo import demo_questions, write_demo_landing
 
@@ -463,6 +513,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="totals over all days, and whether both stores agree")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_stats)
+
+    forget = sub.add_parser("forget", help="erase a user's (an agent's, a session's) memories everywhere, and keep them out")
+    forget.add_argument("--user", required=True)
+    forget.add_argument("--agent", help="only this agent's memories of the user")
+    forget.add_argument("--session", help="only this session's memories of the user")
+    forget.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for running ingestions (default 3600)")
+    forget.add_argument("--json", action="store_true")
+    forget.set_defaults(func=cmd_forget)
+
+    hist = sub.add_parser("history", help="every version of one memory, oldest first")
+    hist.add_argument("memory_id")
+    hist.add_argument("--user", required=True)
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_history)
 
     demo = sub.add_parser("demo", help="write a sample landing zone to ingest")
     demo.add_argument("--start", type=_day, default="2024-06-01")

@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from .assets import ASSETS, CHECKS
+from .assets.lifecycle import forget_job, memory_retention, retention_job, retention_schedule
 from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
 from .console import console_logger
 from .engine.settings import Settings
@@ -45,10 +46,10 @@ executor = dg.multiprocess_executor.configured(
 )
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, memory_retention],
     asset_checks=CHECKS,
-    jobs=[ingest_job],
-    schedules=[daily_ingest_schedule],
+    jobs=[ingest_job, forget_job, retention_job],
+    schedules=[daily_ingest_schedule, retention_schedule],
     sensors=[landing_sensor, clean_staging],
     resources=build_resources(),
     executor=executor,

@@ -8,11 +8,12 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from ..engine.chunking import CHUNK_SCHEMA, chunk_memories
+from ..engine.lifecycle import ingestion_filter
 from ..engine.parquet import DayFiles, write_parquet
 from ..engine.preflight import preflight
 from ..engine.records import write_landing_day
 from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging
-from .metadata import peak_rss_mb, preview
+from .metadata import peak_rss_mb, preview, with_chars
 from .partitions import daily_partitions, single_run_backfill
 
 
@@ -36,9 +37,11 @@ def raw_memories(
     days = context.partition_keys
     memories = staging.day_files(context.asset_key, days)
     quarantine = []
-    files = lines = duplicates = 0
+    files = lines = duplicates = forgotten = 0
+    tombstones = ingestion_filter(libsql.store)  # forgotten users' memories are skipped
     for day, path in memories.paths.items():
-        landed = write_landing_day(landing.path, day, path, staging.batch_rows)
+        landed = write_landing_day(landing.path, day, path, staging.batch_rows, tombstones)
+        forgotten += landed.forgotten
         quarantine.extend(landed.quarantine)
         files += landed.files
         lines += landed.lines
@@ -59,12 +62,13 @@ def raw_memories(
             "memories": memories.num_rows,
             "quarantined": len(quarantine),
             "duplicates_replaced": duplicates,
+            "forgotten": forgotten,
             "files": files,
             "lines": lines,
             "seconds": round(seconds, 3),
             "days": len(days),
             "peak_rss_mb": peak_rss_mb(),
-            "preview": dg.MetadataValue.md(preview(memories.head(), ["memory_id", "user_id", "role", "content"])),
+            "preview": dg.MetadataValue.md(preview(with_chars(memories.head(), "content"), ["memory_id", "user_id", "role", "chars"])),
         },
     )
 
@@ -102,6 +106,6 @@ def memory_chunks(
             "max_tokens": embedder.max_tokens,
             "seconds": round(seconds, 3),
             "peak_rss_mb": peak_rss_mb(),
-            "preview": dg.MetadataValue.md(preview(chunks.head(), ["chunk_id", "user_id", "text"])),
+            "preview": dg.MetadataValue.md(preview(with_chars(chunks.head(), "text"), ["chunk_id", "user_id", "chars"])),
         },
     )

@@ -20,3 +20,11 @@ def preview(table: pa.Table, columns: list[str], rows: int = 5, width: int = 80)
             cells.append(text if len(text) <= width else text[: width - 1] + "…")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def with_chars(table: pa.Table, column: str) -> pa.Table:
+    """`table` with the length of `column` as `chars`: previews show no memory text, so that
+    Dagster's records hold none that `forget` would have to chase."""
+    import pyarrow.compute as pc
+
+    return table.append_column("chars", pc.utf8_length(table[column]))

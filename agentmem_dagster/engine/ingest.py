@@ -109,7 +109,13 @@ def ingest(
 ) -> WriteStats:
     """Replace `days` in both stores with `memories` (chunked unless `chunks` are given,
     embedded, written concurrently)."""
+    from .lifecycle import drop_forgotten, forgotten_mask, tombstone_scopes
+
     ingest_id = ingest_id or uuid.uuid4().hex
+    tombstones = tombstone_scopes(libsql.tombstones())  # forgotten users' memories are skipped
+    memories, _ = drop_forgotten(memories, tombstones)
+    if chunks is not None and tombstones:
+        chunks = chunks.filter(pa.array(~forgotten_mask(chunks, tombstones)))
     preflight(embedder, lance, libsql, memories=memories)
     if chunks is None:
         chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)

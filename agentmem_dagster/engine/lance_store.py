@@ -281,6 +281,82 @@ class LanceStore:
         table.optimize()  # compaction, new rows into every index, old versions pruned
         return {"rows": rows, "created": created, "indexes": self.index_status()}
 
+    # ------------------------------------------------------------------ lifecycle
+
+    def delete_where(self, where: str) -> int:
+        """Delete the rows matching `where`; returns how many there were."""
+        table = self.table()
+        if table is None:
+            return 0
+        with explained(self.explain):
+            doomed = table.count_rows(where)
+            if doomed:
+                table.delete(where)
+        return doomed
+
+    def delete_memories(self, keys: Sequence[tuple[str, str, str]], per_statement: int = 500) -> int:
+        """Delete every chunk of the memories `keys` (day, user_id, memory_id), every run's rows."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for day, user_id, memory_id in keys:
+            groups.setdefault((day, user_id), []).append(memory_id)
+        deleted = 0
+        for (day, user_id), ids in sorted(groups.items()):
+            for start in range(0, len(ids), per_statement):
+                deleted += self.delete_where(
+                    f"day = {sql_literal(day)} AND user_id = {sql_literal(user_id)} "
+                    f"AND {in_list('memory_id', ids[start:start + per_statement])}"
+                )
+        return deleted
+
+    def newest_versions(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """For each of the user's `memory_ids`, the (created_at_us, day) of its newest version:
+        the current one (ties go to the later day)."""
+        table = self.table()
+        out: dict[str, tuple[int, str]] = {}
+        if table is None or not memory_ids:
+            return out
+        ids = sorted(set(memory_ids))
+        for start in range(0, len(ids), 500):
+            where = f"user_id = {sql_literal(user_id)} AND {in_list('memory_id', ids[start:start + 500])}"
+            rows = self._scan(table, ["memory_id", "created_at_us", "day"], where)
+            for memory_id, created, day in zip(*(rows[c].to_pylist() for c in ("memory_id", "created_at_us", "day"))):
+                if memory_id not in out or (created, day) > out[memory_id]:
+                    out[memory_id] = (created, day)
+        return out
+
+    def purge(self) -> dict:
+        """Leave no deleted row anywhere in the table's files: every fragment holding a deleted
+        row is rewritten without it (Lance's own compaction, told to materialize any deletion:
+        LanceDB's optimize() only rewrites fragments past 10% deleted), the scalar and full-text
+        indexes are built again, and every older version, with the files only it used, is
+        removed. Meant to run when no writer is at work (forget waits for the day leases)."""
+        import warnings
+
+        import lance
+        from lancedb.index import FTS, BTree
+
+        table = self.table()
+        if table is None:
+            return {"fragments_rewritten": 0, "bytes_removed": 0}
+        started_bytes = _dir_bytes(local_path(self.uri))
+        with explained(self.explain):
+            dataset = lance.dataset(f"{self.uri.rstrip('/')}/{self.table_name}.lance")
+            metrics = dataset.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+            table.checkout_latest()
+            for index in table.list_indices():
+                column = index.columns[0]
+                if column == "vector":
+                    continue  # remapped by the compaction; it holds row ids and codes, no text
+                table.drop_index(index.name)
+                table.create_index(column, config=FTS(with_position=False) if column == "text" else BTree())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "removes every version except the latest": meant
+                table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+        return {
+            "fragments_rewritten": metrics.fragments_removed,
+            "bytes_removed": max(0, started_bytes - _dir_bytes(local_path(self.uri))),
+        }
+
     def index_status(self) -> dict[str, dict]:
         """Per indexed column: index type, rows indexed and rows not yet indexed."""
         table = self.table()
@@ -295,6 +371,12 @@ class LanceStore:
                 "unindexed": stats.num_unindexed_rows,
             }
         return out
+
+
+def _dir_bytes(path) -> int:
+    if path is None or not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def scope_filter(

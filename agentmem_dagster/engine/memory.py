@@ -34,10 +34,16 @@ class MemoryEngine:
         return LibsqlStore(LibsqlPool(self.settings.libsql_url, size=2))
 
     def stats(self, days=None) -> dict:
+        """Totals; over all days (`days` None), `memories` counts current versions, not expired,
+        and `versions` every stored version."""
+        from .lifecycle import now_us
+
         counts = self.libsql.counts(days)
         compared = compare_chunk_ids(self.lance, self.libsql, days)
+        current = self.libsql.current_count(now_us()) if days is None else counts["memories"]
         return {
-            "memories": counts["memories"],
+            "memories": current,
+            "versions": counts["memories"],
             "chunks": counts["chunks"],
             "libsql_rows": counts["chunks"],
             "lancedb_rows": compared["lancedb_chunks"],

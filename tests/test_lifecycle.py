@@ -1,0 +1,226 @@
+"""The memory lifecycle on real stores: versions and history, expiry, forget, tombstones."""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from agentmem_dagster.assets import ASSETS, CHECKS
+from agentmem_dagster.cli import main
+from agentmem_dagster.definitions import build_resources
+from agentmem_dagster.engine.lifecycle import iso, now_us
+from agentmem_dagster.engine.memory import MemoryEngine
+from agentmem_dagster.engine.search import search
+from agentmem_dagster.engine.settings import Settings
+
+from .conftest import memory, write_landing
+
+EARLY, LATE = "2024-05-01", "2024-05-09"
+
+
+def materialize(day: str, selection=None):
+    result = dg.materialize(
+        selection or (ASSETS + CHECKS), partition_key=day, resources=build_resources(Settings.from_env())
+    )
+    assert result.success
+    return result
+
+
+@pytest.fixture
+def engine(agentmem_home, tmp_path, monkeypatch):
+    # Dagster's records inside the home too: the forget test greps all of it
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    engine = MemoryEngine.from_env()
+    yield engine
+    engine.close()
+
+
+def _search(engine, query, user, **kwargs):
+    return search(engine.embedder, engine.lance, engine.libsql, query, user_id=user, **kwargs).hits
+
+
+def _cli_json(capsys, *argv) -> tuple[int, object]:
+    capsys.readouterr()
+    code = main([*argv, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out) if out.strip() else None
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def test_the_newest_created_at_wins_whatever_the_run_order(engine, capsys):
+    landing = engine.settings.landing
+    write_landing(landing, EARLY, [
+        memory("home-1", "u_h", "I live in Lisbon, near the river.", EARLY, metadata={"source": "chat", "mood": "calm"}),
+        memory("pet-1", "u_h", "My cat is called Miso.", EARLY),
+    ])
+    write_landing(landing, LATE, [
+        memory("home-1", "u_h", "I moved to Porto last week.", LATE, metadata={"source": "email"}),
+    ])
+    materialize(LATE)  # the later day first
+    materialize(EARLY)
+
+    for mode in ("hybrid", "vector", "text"):
+        hits = _search(engine, "where do I live? Lisbon or Porto", "u_h", mode=mode)
+        homes = [hit for hit in hits if hit.memory_id == "home-1"]
+        assert [hit.content for hit in homes] == ["I moved to Porto last week."], mode
+        assert homes[0].metadata == {"source": "email"}  # a version's metadata is its own, never merged
+    # a query only the old version matches finds nothing of it
+    assert all(hit.memory_id != "home-1" for hit in _search(engine, "Lisbon river", "u_h", mode="text"))
+
+    code, versions = _cli_json(capsys, "history", "home-1", "--user", "u_h")
+    assert code == 0
+    assert [(v["content"], v["day"], v["current"]) for v in versions] == [
+        ("I live in Lisbon, near the river.", EARLY, False),
+        ("I moved to Porto last week.", LATE, True),
+    ]
+    assert versions[0]["metadata"] == {"source": "chat", "mood": "calm"}
+
+    stats = engine.stats()
+    assert (stats["memories"], stats["versions"], stats["consistent"]) == (2, 3, True)
+
+    materialize(LATE)  # re-running either day changes nothing
+    assert [h.content for h in _search(engine, "where do I live", "u_h") if h.memory_id == "home-1"] == [
+        "I moved to Porto last week."
+    ]
+
+
+def test_history_of_an_unknown_memory_is_a_one_line_error(engine, capsys):
+    assert main(["history", "nope", "--user", "u_h", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "agentmem: no memory 'nope' for user 'u_h'"
+
+
+# --------------------------------------------------------------------------- expiry
+
+
+def test_expired_memories_are_never_returned_and_retention_removes_them(engine):
+    from agentmem_dagster.assets.lifecycle import memory_retention
+
+    landing = engine.settings.landing
+    past, future = iso(now_us() - 3_600_000_000), iso(now_us() + 86_400_000_000 * 365)
+    write_landing(landing, EARLY, [
+        memory("gone", "u_e", "The door code is 4711 until the holidays.", EARLY, expires_at=past),
+        memory("kept", "u_e", "The door code of the garage is 9876.", EARLY, expires_at=future),
+        memory("plain", "u_e", "The door is painted green.", EARLY),
+        # its current version has expired: neither version may be shown
+        memory("promo", "u_e", "The promo code is SPRING.", EARLY),
+    ])
+    write_landing(landing, LATE, [memory("promo", "u_e", "The promo code is SUMMER.", LATE, expires_at=past)])
+    materialize(EARLY)
+    materialize(LATE)
+
+    for mode in ("hybrid", "vector", "text"):
+        ids = {hit.memory_id for hit in _search(engine, "door code promo code", "u_e", mode=mode)}
+        assert ids == {"kept", "plain"}, mode
+    assert engine.stats()["memories"] == 2
+    chunks_before = engine.stats()["chunks"]
+
+    result = dg.materialize([memory_retention], resources=build_resources(Settings.from_env()))
+    assert result.success
+    meta = result.asset_materializations_for_node("memory_retention")[0].metadata
+    assert meta["expired_memories"].value == 2 and meta["versions"].value == 3
+    assert meta["chunks"].value == meta["lancedb_rows"].value == 3
+    stats = engine.stats()
+    assert (stats["versions"], stats["chunks"], stats["consistent"]) == (2, chunks_before - 3, True)
+    assert sorted({m for m in engine.lance.chunk_ids()}) == ["kept#0", "plain#0"]
+    assert {hit.memory_id for hit in _search(engine, "door code promo code", "u_e")} == {"kept", "plain"}
+
+
+def test_a_bad_expires_at_is_quarantined(engine):
+    write_landing(engine.settings.landing, EARLY, [memory("x", "u_e", "text", EARLY, expires_at="next tuesday")])
+    materialize(EARLY)
+    [bad] = engine.libsql.quarantine()
+    assert bad["reason"].startswith("invalid_timestamp: expires_at")
+
+
+# --------------------------------------------------------------------------- forget
+
+SECRETS = [f"Zanzibarsecret{i} my bank PIN is {7000 + i} and my locker is {i}" for i in range(6)]
+
+
+def _grep(root: Path, needles: list[bytes], skip: Path | None = None) -> list[str]:
+    """Every file under `root` (but `skip`, the landing zone: the input, left untouched) whose
+    bytes hold one of `needles`."""
+    found = []
+    for path in root.rglob("*"):
+        if skip is not None and path.is_relative_to(skip):
+            continue
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            found += [f"{path}: {needle!r}" for needle in needles if needle in data]
+    return found
+
+
+def test_forget_leaves_no_byte_behind_and_a_rerun_does_not_bring_them_back(engine, capsys, tmp_path):
+    landing = engine.settings.landing
+    early = [memory(f"s{i}", "u_gone", SECRETS[i], EARLY) for i in range(3)]
+    early += [memory(f"b{i}", "u_bob", f"Bob's note {i}: the bike needs oil", EARLY) for i in range(5)]
+    early.append(json.dumps({"user_id": "u_gone", "content": SECRETS[5], "created_at": "not a time"}))
+    late = [memory(f"s{i}", "u_gone", SECRETS[i], LATE) for i in range(3, 5)]
+    late += [memory("s0", "u_gone", SECRETS[0] + " (updated)", LATE)]  # a second version
+    late += [memory(f"c{i}", "u_bob", f"Bob's chess opening {i}", LATE) for i in range(4)]
+    write_landing(landing, EARLY, early)
+    write_landing(landing, LATE, late)
+    materialize(EARLY)
+    materialize(LATE)
+    materialize(EARLY)  # a re-run: an older version of the day's rows was dropped (free pages, old Lance versions)
+    assert len(_search(engine, "bank PIN locker", "u_gone")) == 5
+    home, dagster_home = engine.settings.home, Path(os.environ["DAGSTER_HOME"])
+    needles = [s.encode() for s in SECRETS] + [b"Zanzibarsecret", b"zanzibarsecret"]
+    assert _grep(home, needles, landing)  # the test can fail: the texts are there before
+
+    code, report = _cli_json(capsys, "forget", "--user", "u_gone")
+    assert code == 0
+    assert (report["memories"], report["versions"], report["quarantined_lines"]) == (5, 6, 1)
+    assert report["chunks"] == report["lancedb_rows"] == 6 and report["seconds"] >= 0
+    assert _grep(home, needles, landing) == [] and _grep(dagster_home, needles) == []
+
+    assert _search(engine, "bank PIN locker", "u_gone") == []
+    assert len(_search(engine, "bike oil chess", "u_bob", k=20)) == 9  # others untouched
+    assert engine.stats()["consistent"]
+
+    # re-runs from the untouched landing zone: the tombstone keeps them out
+    later = iso(now_us() + 86_400_000_000)
+    write_landing(landing, LATE, [memory("new-1", "u_gone", "I came back and like tea now.", LATE, created_at=later)], name="z.jsonl")
+    result = materialize(EARLY)
+    assert result.asset_materializations_for_node("raw_memories")[0].metadata["forgotten"].value == 4
+    materialize(LATE)
+    assert _grep(home, needles, landing) == []
+    assert [hit.memory_id for hit in _search(engine, "bank PIN locker tea", "u_gone")] == ["new-1"]  # after the erasure: kept
+    assert engine.libsql.quarantine() == []
+    assert engine.stats()["memories"] == 10
+
+
+def test_forget_of_an_unknown_user_is_an_empty_result(engine, capsys):
+    write_landing(engine.settings.landing, EARLY, [memory("b0", "u_bob", "Bob likes chess", EARLY)])
+    materialize(EARLY)
+    code, report = _cli_json(capsys, "forget", "--user", "nobody")
+    assert code == 0
+    assert (report["memories"], report["chunks"], report["lancedb_rows"]) == (0, 0, 0)
+    assert [hit.memory_id for hit in _search(engine, "chess", "u_bob")] == ["b0"]
+
+
+def test_forget_one_session_as_a_dagster_job(engine):
+    from agentmem_dagster.assets.lifecycle import forget_job
+
+    write_landing(engine.settings.landing, EARLY, [
+        memory("a", "u_s", "Session one: planning the trip to Kyoto", EARLY, session_id="s1"),
+        memory("b", "u_s", "Session two: planning the trip to Osaka", EARLY, session_id="s2"),
+    ])
+    materialize(EARLY)
+    defs = dg.Definitions(jobs=[forget_job], resources=build_resources(Settings.from_env()))
+    job = defs.resolve_job_def("forget_memories")
+    result = job.execute_in_process(
+        run_config={"ops": {"forget_memories_op": {"config": {"user_id": "u_s", "session_id": "s1"}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    assert output.event_specific_data.metadata["memories"].value == 1
+    assert [hit.memory_id for hit in _search(engine, "planning the trip", "u_s")] == ["b"]
+    assert engine.libsql.tombstones()[0]["session_id"] == "s1"
