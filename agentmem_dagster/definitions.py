@@ -26,7 +26,11 @@ def build_resources(settings: Settings | None = None) -> dict:
             model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
             model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
         ),
-        "lancedb": LanceDBResource(uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri)),
+        "lancedb": LanceDBResource(
+            uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri),
+            model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
+            model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
+        ),
         "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
         "staging": Staging(base_dir=str(settings.staging)),
         "io_manager": StagingIOManager(base_dir=str(settings.staging)),

@@ -224,3 +224,62 @@ def test_forget_one_session_as_a_dagster_job(engine):
     assert output.event_specific_data.metadata["memories"].value == 1
     assert [hit.memory_id for hit in _search(engine, "planning the trip", "u_s")] == ["b"]
     assert engine.libsql.tombstones()[0]["session_id"] == "s1"
+
+
+# --------------------------------------------------------------------------- model identity and migration
+
+
+def test_a_model_is_its_name_and_its_weights(tmp_path, static_model):
+    import shutil
+
+    from agentmem_dagster.engine.embedding import Embedder, model_identity
+
+    name, path = static_model
+    copy = tmp_path / "model"
+    shutil.copytree(path, copy)
+    same = model_identity(name, str(copy))
+    assert same.key == Embedder(name, path).model_key and same.key.startswith(name + "@")
+    with (copy / "config.json").open("a") as f:
+        f.write("\n")  # other weights (files) under the same name
+    (copy / "config.json").touch()
+    assert model_identity(name, str(copy)).key != same.key
+
+
+def test_a_new_model_builds_a_new_index_and_search_moves_only_when_every_day_is_in_it(engine, onnx_model, monkeypatch):
+    landing = engine.settings.landing
+    write_landing(landing, EARLY, [memory("home-1", "u_m", "I live in Lisbon, near the river.", EARLY)])
+    write_landing(landing, LATE, [memory("cat-1", "u_m", "My cat is called Miso and sleeps all day.", LATE)])
+    materialize(EARLY)
+    materialize(LATE)
+    static_key = engine.embedder.model_key
+    assert engine.stats()["model"] == static_key and engine.stats()["dim"] == 256
+
+    monkeypatch.setenv("AGENTMEM_EMBED_MODEL", onnx_model[0])
+    monkeypatch.setenv("AGENTMEM_EMBED_MODEL_PATH", onnx_model[1])
+    materialize(EARLY)  # one of two days in the new model's index
+    migrating = MemoryEngine.from_env()
+    try:
+        tables = migrating.lance.tables()
+        assert [(t["model"], t["dim"]) for t in tables] == [(static_key, 256), (migrating.embedder.model_key, 384)]
+        stats = migrating.stats()
+        assert (stats["model"], stats["dim"], stats["migrating"]) == (static_key, 256, True)
+        # searching keeps working, from the old index, with the old model
+        assert [h.memory_id for h in _search(migrating, "what is my cat called?", "u_m", mode="vector")][0] == "cat-1"
+        assert [h.memory_id for h in _search(migrating, "where do I live?", "u_m", mode="vector")][0] == "home-1"
+
+        materialize(LATE)  # every day in it: searches move, the old index is dropped
+        stats = migrating.stats()
+        assert (stats["model"], stats["dim"], stats["migrating"], stats["consistent"]) == (
+            migrating.embedder.model_key, 384, False, True
+        )
+        assert [t["dim"] for t in migrating.lance.tables()] == [384]
+        fresh = MemoryEngine.from_env()
+        try:
+            assert [h.memory_id for h in _search(fresh, "what is my cat called?", "u_m", mode="vector")][0] == "cat-1"
+        finally:
+            fresh.close()
+        with migrating.libsql.pool.connection() as conn:
+            models = {row[0] for row in conn.execute("SELECT DISTINCT model FROM embedding_cache").fetchall()}
+        assert models == {static_key, migrating.embedder.model_key}  # cache keyed by name and weights
+    finally:
+        migrating.close()

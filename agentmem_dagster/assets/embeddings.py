@@ -52,7 +52,7 @@ def embed_shard(
 ) -> EmbeddedShard:
     dim = embedder.embedder.dim  # loads the model, once per process: not part of the work timed
     started = last_report = time.perf_counter()
-    cache = EmbeddingCache(libsql.store, embedder.model)
+    cache = EmbeddingCache(libsql.store, embedder.embedder.model_key)  # name and weights
     done = hits = 0
 
     def embedded(part: ShardPart):

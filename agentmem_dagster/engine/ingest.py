@@ -119,7 +119,7 @@ def ingest(
     preflight(embedder, lance, libsql, memories=memories)
     if chunks is None:
         chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)
-    cache = EmbeddingCache(libsql, embedder.model_name) if use_cache else None
+    cache = EmbeddingCache(libsql, embedder.model_key) if use_cache else None
     writer = FanOutWriter(
         [LanceSink(lance, days, ingest_id), LibsqlSink(libsql, days, ingest_id)],
         lease=DayLease(libsql, days, ingest_id, holder=f"{ingest_id}:both"),

@@ -325,3 +325,12 @@ def ingestion_filter(libsql: LibsqlStore):
     if not tombstones:
         return None
     return Forgotten(rows=lambda table: forgotten_mask(table, tombstones), line=lambda raw: forgotten_line(raw, tombstones))
+
+
+# --------------------------------------------------------------------------- model migration
+
+
+def finish_migration(lance: LanceStore, libsql: LibsqlStore) -> dict:
+    """When the configured model's table holds every day the system of record holds, drop the
+    older models' tables: searches move to it (until then they read the old one)."""
+    return lance.retire_tables(libsql.days())

@@ -27,7 +27,7 @@ class MemoryEngine:
 
     @cached_property
     def lance(self) -> LanceStore:
-        return LanceStore(self.settings.lancedb_uri)
+        return LanceStore(self.settings.lancedb_uri, model=self.embedder.identity)
 
     @cached_property
     def libsql(self) -> LibsqlStore:
@@ -49,7 +49,17 @@ class MemoryEngine:
             "lancedb_rows": compared["lancedb_chunks"],
             "quarantined": counts["quarantine"],
             "consistent": compared["consistent"],
+            **self.index_model(),
         }
+
+    def index_model(self) -> dict:
+        """The model of the index that search uses, its dimension, and whether a migration to
+        the configured model is under way."""
+        info = self.lance.search_table_info(cached=False)
+        if info is None:
+            return {"model": self.embedder.model_key, "dim": None, "migrating": False}
+        model = info["model"] or f"{self.embedder.model_name} (not recorded)"
+        return {"model": model, "dim": info["dim"], "migrating": info["model"] not in (None, self.embedder.model_key)}
 
     def close(self) -> None:
         if "libsql" in self.__dict__:

@@ -92,7 +92,7 @@ def search(
     until_us = timestamp_micros(until) if until else None
     where = scope_filter(user_id, agent_id, session_id, since_us, until_us)
     query = query[:MAX_QUERY_CHARS]
-    vector = embedder.embed([query])[0] if mode != "text" else None
+    vector = query_embedder(embedder, lance).embed([query])[0] if mode != "text" else None
     # Several chunks of one memory may rank high, and older versions or expired memories are
     # left out: over-fetch so k distinct memories remain, and fetch more while some are missing.
     limit = k * 4
@@ -109,6 +109,23 @@ def search(
 
 # The most chunk rows one ranking fetches, however many are left out as old versions or expired.
 MAX_FETCH = 4096
+
+
+def query_embedder(embedder: Embedder, lance: LanceStore) -> Embedder:
+    """The model that built the index searches read (during a migration, the old one)."""
+    info = lance.search_table_info() if lance.model is not None else None
+    if info is None:
+        return embedder
+    if info["model"] is None:  # made before models were recorded: taken as the configured one
+        if embedder.dim != info["dim"]:
+            raise ValueError(
+                f"the search index was built by an unrecorded model of dimension {info['dim']}, not by "
+                f"{embedder.model_name} ({embedder.dim}): set AGENTMEM_EMBED_MODEL back, or re-run every day"
+            )
+        return embedder
+    if info["model"] == embedder.model_key:
+        return embedder
+    return Embedder(info["model_name"], info["model_path"])
 
 
 def _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k) -> SearchResult:
