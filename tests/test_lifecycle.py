@@ -283,3 +283,19 @@ def test_a_new_model_builds_a_new_index_and_search_moves_only_when_every_day_is_
         assert models == {static_key, migrating.embedder.model_key}  # cache keyed by name and weights
     finally:
         migrating.close()
+
+
+def test_forget_while_an_ingestion_writes_waits_then_fails_clearly_and_removes_nothing(engine, capsys):
+    write_landing(engine.settings.landing, EARLY, [memory("a", "u_w", "Walter waters the plants", EARLY)])
+    materialize(EARLY)
+    assert engine.libsql.try_lease([EARLY], "run-x", "run-x:libsql", ttl=60) == []  # a run still writing
+    capsys.readouterr()
+    assert main(["forget", "--user", "u_w", "--wait", "0.3"]) == 1
+    waited, failed = capsys.readouterr().err.strip().split("\n")
+    assert waited == "agentmem: waiting for ingestion run-x (day 2024-05-01) to finish"
+    assert failed.startswith("agentmem: ingestion run-x is still writing day 2024-05-01 after 0.3s")
+    assert engine.stats()["memories"] == 1 and engine.stats()["consistent"]  # nothing removed, stores agree
+    engine.libsql.release_lease([EARLY], "run-x:libsql")
+    code, report = _cli_json(capsys, "forget", "--user", "u_w")
+    assert (code, report["memories"]) == (0, 1)
+    assert engine.stats()["memories"] == 0

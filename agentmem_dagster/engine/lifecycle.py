@@ -260,13 +260,15 @@ def wait_for_writers(libsql: LibsqlStore, wait: float, on_wait: Callable[[str], 
     the tombstone was recorded may still be writing the memories about to be forgotten."""
     deadline = time.monotonic() + wait
     delay = 0.05
+    told = set()
     while leases := libsql.live_leases():
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"ingestion {leases[0]['ingest_id']} is still writing day {leases[0]['day']} after {wait:.0f}s; "
+                f"ingestion {leases[0]['ingest_id']} is still writing day {leases[0]['day']} after {wait:g}s; "
                 "nothing was forgotten yet (the tombstone is recorded): run forget again once it is done"
             )
-        if on_wait:
+        if on_wait and leases[0]["ingest_id"] not in told:  # once per ingestion waited for
+            told.add(leases[0]["ingest_id"])
             on_wait(f"waiting for ingestion {leases[0]['ingest_id']} (day {leases[0]['day']}) to finish")
         time.sleep(delay)
         delay = min(2 * delay, 2.0)
