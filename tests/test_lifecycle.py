@@ -299,3 +299,33 @@ def test_forget_while_an_ingestion_writes_waits_then_fails_clearly_and_removes_n
     code, report = _cli_json(capsys, "forget", "--user", "u_w")
     assert (code, report["memories"]) == (0, 1)
     assert engine.stats()["memories"] == 0
+
+
+def test_a_table_made_before_models_were_recorded_migrates_too(tmp_path, static_model, onnx_model):
+    """The issue's case: a store built by the static model before the index recorded its model,
+    then days re-run with MiniLM: no "cannot cast field 'vector'", a new table beside it."""
+    import pyarrow as pa
+
+    from agentmem_dagster.engine.embedding import Embedder
+    from agentmem_dagster.engine.ingest import ingest
+    from agentmem_dagster.engine.lance_store import LanceStore
+    from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
+    from agentmem_dagster.engine.records import read_landing_day
+
+    landing = tmp_path / "landing"
+    write_landing(landing, EARLY, [memory("a", "u_l", "The boat is moored in Lagos.", EARLY)])
+    memories = read_landing_day(landing, EARLY).memories
+    libsql = LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    uri = str(tmp_path / "lance")
+    static = Embedder(*static_model)
+    ingest(memories, embedder=static, lance=LanceStore(uri), libsql=libsql, days=[EARLY])  # no model recorded
+
+    onnx = Embedder(*onnx_model)
+    lance = LanceStore(uri, model=onnx.identity)
+    assert lance.versions([EARLY])  # read from the old table first, as a writer's begin() does
+    ingest(memories, embedder=onnx, lance=lance, libsql=libsql, days=[EARLY])
+    assert [(t["model"], t["dim"]) for t in lance.tables()] == [(None, 256), (onnx.model_key, 384)]
+    assert lance.retire_tables(libsql.days())["dropped"] == ["memories"]
+    hits = search(onnx, LanceStore(uri, model=onnx.identity), libsql, "where is the boat?", user_id="u_l").hits
+    assert [h.memory_id for h in hits] == ["a"]
+    libsql.pool.close()

@@ -94,6 +94,7 @@ class LanceStore:
         self._async_table = None
         self._async_name = None
         self._search_info = None
+        self._adopted = False  # the table is one made before models were recorded
         self._session = None
         self._opening = threading.Lock()
 
@@ -170,9 +171,8 @@ class LanceStore:
 
     @property
     def table_name(self) -> str | None:
-        if self._table_name is None:
-            self._table_name = self._resolve(None)
-        return self._table_name
+        """The table this store writes to (None: not made yet)."""
+        return self._table_name if self._table_name is not None else self._resolve(None)
 
     def search_table_info(self, cached: bool = True) -> dict | None:
         """The table searches read: the oldest (with a model: see the class). Looked up again
@@ -219,8 +219,13 @@ class LanceStore:
     def table(self, dim: int | None = None):
         """The chunk table; created on first write (needs `dim`), None if absent on read."""
         if self._table is not None:
-            self._table.checkout_latest()
-            return self._table
+            if dim is not None and self._adopted and self._table.schema.field("vector").type.list_size != dim:
+                # a table made before models were recorded, opened for reading, belongs to another
+                # model: this model writes to a table of its own
+                self._table, self._table_name, self._adopted = None, None, False
+            else:
+                self._table.checkout_latest()
+                return self._table
         with self._opening:  # threads of one writer may both find it absent
             if self._table is None:
                 name = self._table_name if self._table_name is not None else self._resolve(dim)
@@ -232,6 +237,7 @@ class LanceStore:
                 elif name in self.db.list_tables().tables:
                     self._table = self.db.open_table(name)
                     self._table_name = name
+                    self._adopted = self.model is not None and self._info(name)["model"] is None
         return self._table
 
     def write(self, chunks: pa.Table, ingest_id: str) -> int:
