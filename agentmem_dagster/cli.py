@@ -384,6 +384,56 @@ def cmd_stats(args) -> int:
     return 0
 
 
+def cmd_forget(args) -> int:
+    """Erase a user's (an agent's, a session's) memories from everything the project keeps."""
+    from .engine.lifecycle import Scope, forget
+    from .engine.memory import MemoryEngine
+
+    try:
+        scope = Scope(args.user, args.agent, args.session)
+    except ValueError as exc:
+        return _fail(f"--{str(exc).split('_')[0]}: {exc}")
+    engine = MemoryEngine.from_env()
+    try:
+        report = forget(
+            engine.lance, engine.libsql, scope, staging=engine.settings.staging, wait=args.wait,
+            on_wait=lambda message: print(f"agentmem: {message}", file=sys.stderr),
+        )
+    except TimeoutError as exc:
+        return _fail(str(exc), 1)
+    finally:
+        engine.close()
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"forgot {report['memories']} memories ({report['versions']} versions, {report['chunks']} chunks, "
+            f"{report['quarantined_lines']} quarantined lines) of {scope.user_id} in {report['seconds']}s"
+        )
+    return 0
+
+
+def cmd_history(args) -> int:
+    """Every version of one memory, oldest first."""
+    from .engine.lifecycle import NoSuchMemory, history
+    from .engine.memory import MemoryEngine
+
+    engine = MemoryEngine.from_env()
+    try:
+        versions = history(engine.libsql, args.user, args.memory_id)
+    except NoSuchMemory as exc:
+        return _fail(str(exc))
+    finally:
+        engine.close()
+    if args.json:
+        _print_json(versions)
+        return 0
+    for version in versions:
+        mark = "*" if version["current"] else " "
+        print(f"{mark} {version['created_at']}  ({version['day']})  {version['content']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import demo_questions, write_demo_landing
 
@@ -537,6 +587,17 @@ def _text(what: str):
     return parse
 
 
+def _seconds(value: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {value!r}")
+    return seconds
+
+
 def _timestamp(value: str) -> str:
     from .engine.records import timestamp_micros
 
@@ -614,6 +675,22 @@ def _add_stats(sub) -> None:
     stats.set_defaults(func=cmd_stats)
 
 
+def _add_lifecycle(sub) -> None:
+    forget = sub.add_parser("forget", help="erase a user's (an agent's, a session's) memories everywhere, and keep them out")
+    forget.add_argument("--user", required=True, type=_text("a user id"))
+    forget.add_argument("--agent", type=_text("an agent id"), help="only this agent's memories of the user")
+    forget.add_argument("--session", type=_text("a session id"), help="only this session's memories of the user")
+    forget.add_argument("--wait", type=_seconds, default=3600.0, help="seconds to wait for running ingestions (default 3600)")
+    forget.add_argument("--json", action="store_true")
+    forget.set_defaults(func=cmd_forget)
+
+    hist = sub.add_parser("history", help="every version of one memory, oldest first")
+    hist.add_argument("memory_id", type=_text("a memory id"))
+    hist.add_argument("--user", required=True, type=_text("a user id"))
+    hist.add_argument("--json", action="store_true")
+    hist.set_defaults(func=cmd_history)
+
+
 def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="write a sample landing zone to ingest")
     demo.add_argument("--start", type=_day, default="2024-06-01")
@@ -657,7 +734,7 @@ def _add_search_bench(sub) -> None:
     search_bench.set_defaults(func=cmd_search_bench)
 
 
-COMMANDS = (_add_ingest, _add_search, _add_eval, _add_stats, _add_demo, _add_bench, _add_search_bench)
+COMMANDS = (_add_ingest, _add_search, _add_eval, _add_stats, _add_lifecycle, _add_demo, _add_bench, _add_search_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import os
 import dagster as dg
 
 from .assets import ASSETS, CHECKS
+from .assets.lifecycle import forget_job, memory_retention, retention_job, retention_schedule
 from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
 from .console import console_logger
 from .engine.settings import Settings
@@ -26,7 +27,11 @@ def build_resources(settings: Settings | None = None) -> dict:
             model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
             model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
         ),
-        "lancedb": LanceDBResource(uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri)),
+        "lancedb": LanceDBResource(
+            uri=_env("AGENTMEM_LANCEDB_URI", settings.lancedb_uri),
+            model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
+            model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
+        ),
         "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
         "staging": Staging(base_dir=str(settings.staging)),
         "io_manager": StagingIOManager(base_dir=str(settings.staging)),
@@ -54,10 +59,10 @@ executor = dg.multi_or_in_process_executor.configured(
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, memory_retention],
         asset_checks=CHECKS,
-        jobs=[ingest_job],
-        schedules=[daily_ingest_schedule],
+        jobs=[ingest_job, forget_job, retention_job],
+        schedules=[daily_ingest_schedule, retention_schedule],
         sensors=[landing_sensor, clean_staging],
         resources=build_resources(settings),
         executor=executor,

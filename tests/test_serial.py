@@ -14,7 +14,7 @@ from agentmem_dagster.resources.staging import StagingIOManager
 
 VALUES = [
     Shard(3, (ShardPart("2024-06-01", Path("/s/a.parquet"), (0, 1), 16384), ShardPart("2024-06-02", Path("/s/b.parquet"), (), 0))),
-    EmbeddedShard(1, (("2024-06-01", Path("/s/e.parquet")),), 1.25, 7, 312.5),
+    EmbeddedShard(1, (("2024-06-01", "/s/e.parquet"),), 1.25, memories=5, chunks=7, memories_split=1, cache_hits=2, peak_rss_mb=312.5),
     {"replaces": ["run-a", "run-b"], "metadata": {"chunks": 10, "seconds": 0.5, "peak_rss_mb": 200.1, "none": None}},
     {"__path__": "a dict that only looks like a tag"},
     [1, "two", (3, 4.5), True],
@@ -50,7 +50,7 @@ def test_values_that_are_not_json_are_refused_when_written():
 def test_the_io_manager_writes_json_and_reads_it_back(tmp_path):
     manager = StagingIOManager(base_dir=str(tmp_path))
     value = VALUES[0]
-    out = dg.build_output_context(step_key="memory_embeddings.shard_chunks", name="result", run_id="run-1", mapping_key="shard_3")
+    out = dg.build_output_context(step_key="memory_embeddings.shard_memories", name="result", run_id="run-1", mapping_key="shard_3")
     manager.handle_output(out, value)
     [path] = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
     assert path.suffix == ".json" and json.loads(path.read_text())["__dataclass__"][0].endswith("parquet:Shard")

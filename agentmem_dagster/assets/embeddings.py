@@ -16,7 +16,7 @@ from ..engine.embedding import EmbeddingCache
 from ..engine.ingest import chunked_and_embedded
 from ..engine.parquet import DayFiles, Shard, ShardPart, read_batches, write_parquet
 from ..resources import EmbedderResource, LibSQLResource, Staging
-from .metadata import add_day_metadata, peak_rss_mb, preview
+from .metadata import add_day_metadata, peak_rss_mb, preview, with_chars
 from .partitions import memory_days, single_run_backfill
 
 
@@ -57,7 +57,7 @@ def embed_shard(
 ) -> EmbeddedShard:
     dim = embedder.embedder.dim  # loads the model, once per process: not part of the work timed
     started = last_report = time.perf_counter()
-    cache = EmbeddingCache(libsql.store, embedder.model)
+    cache = EmbeddingCache(libsql.store, embedder.embedder.model_key)  # name and weights
     counts = Counter()
 
     def embedded(part: ShardPart):
@@ -107,7 +107,7 @@ def gather_shards(
             rows = write_parquet(path, schema, (batch for part in parts for batch in read_batches(part)))
         by_day[day] = {
             "dagster/row_count": rows,
-            "preview": dg.MetadataValue.md(preview(embeddings.day(day).head(), ["chunk_id", "user_id", "text"])),
+            "preview": dg.MetadataValue.md(preview(with_chars(embeddings.day(day).head(), "text"), ["chunk_id", "user_id", "chars"])),
         }
     add_day_metadata(context, by_day)
     seconds = sum(shard.seconds for shard in shards)

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from ..engine.lifecycle import ingestion_filter
 from ..engine.parquet import DayFiles
 from ..engine.preflight import preflight
 from ..engine.records import write_landing_day
 from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging
-from .metadata import add_day_metadata, peak_rss_mb, preview
+from .metadata import add_day_metadata, peak_rss_mb, preview, with_chars
 from .partitions import memory_days, single_run_backfill
 
 
@@ -19,7 +20,8 @@ from .partitions import memory_days, single_run_backfill
     group_name="memories",
     kinds={"python", "parquet"},
     description="The day's landing files parsed and validated; bad lines go to the LibSQL "
-    "quarantine with their reason, duplicate memory_ids keep the last record.",
+    "quarantine with their reason, duplicate memory_ids keep the last record, forgotten "
+    "users' memories are skipped.",
 )
 def raw_memories(
     context: dg.AssetExecutionContext,
@@ -33,16 +35,20 @@ def raw_memories(
     days = context.partition_keys
     memories = staging.day_files(context.asset_key, days)
     quarantine, by_day = [], {}
+    tombstones = ingestion_filter(libsql.store)  # forgotten users' memories are skipped
     for day, path in memories.paths.items():
-        landed = write_landing_day(landing.path, day, path, staging.batch_rows)
+        landed = write_landing_day(landing.path, day, path, staging.batch_rows, tombstones)
         quarantine.extend(landed.quarantine)
+        # previews show no memory text, so that Dagster's records hold none that `forget` must chase
+        head = with_chars(memories.day(day).head(), "content")
         by_day[day] = {
             "dagster/row_count": memories.day(day).num_rows,
             "quarantined": len(landed.quarantine),
             "duplicates_replaced": landed.duplicates_replaced,
+            "forgotten": landed.forgotten,
             "files": landed.files,
             "lines": landed.lines,
-            "preview": dg.MetadataValue.md(preview(memories.day(day).head(), ["memory_id", "user_id", "role", "content"])),
+            "preview": dg.MetadataValue.md(preview(head, ["memory_id", "user_id", "role", "chars"])),
         }
     add_day_metadata(context, by_day)
     # The first write to the stores: fail before it if the model or a store cannot serve the run.

@@ -39,3 +39,11 @@ def add_day_metadata(context, by_day: dict[str, dict], asset_key: str | None = N
         step._metadata_accumulator = step._metadata_accumulator.with_additional_asset_metadata(
             asset_key=key, metadata=metadata, partition_key=day
         )
+
+
+def with_chars(table: pa.Table, column: str) -> pa.Table:
+    """`table` with the length of `column` as `chars`: previews show no memory text, so that
+    Dagster's records hold none that `forget` would have to chase."""
+    import pyarrow.compute as pc
+
+    return table.append_column("chars", pc.utf8_length(table[column]))

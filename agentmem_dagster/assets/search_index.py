@@ -5,8 +5,9 @@ import time
 
 import dagster as dg
 
+from ..engine.lifecycle import finish_migration
 from ..engine.writer import RetryPolicy
-from ..resources import LanceDBResource
+from ..resources import LanceDBResource, LibSQLResource
 
 
 @dg.asset(
@@ -18,7 +19,7 @@ from ..resources import LanceDBResource
     "100,000 rows, the vector index; new rows folded into them and small fragments compacted. "
     "The one place that optimizes the table, so writers never race to compact.",
 )
-def search_index(context: dg.AssetExecutionContext, lancedb: LanceDBResource) -> dg.MaterializeResult:
+def search_index(context: dg.AssetExecutionContext, lancedb: LanceDBResource, libsql: LibSQLResource) -> dg.MaterializeResult:
     started = time.perf_counter()
     report = {}
 
@@ -26,6 +27,7 @@ def search_index(context: dg.AssetExecutionContext, lancedb: LanceDBResource) ->
         report.update(lancedb.store.maintain())
 
     retries = RetryPolicy().call(maintain, "LanceDB index maintenance", on_retry=context.log.warning)
+    migration = finish_migration(lancedb.store, libsql.store)  # a new model's table complete: searches move to it
     seconds = time.perf_counter() - started
     if report["created"]:
         context.log.info(f"created indexes on {', '.join(report['created'])}")
@@ -37,6 +39,7 @@ def search_index(context: dg.AssetExecutionContext, lancedb: LanceDBResource) ->
             "created": ", ".join(report["created"]) or "none",
             "unindexed_rows": unindexed,
             "retries": retries,
+            "model_migration": dg.MetadataValue.json(migration),
             "seconds": round(seconds, 3),
         }
     )

@@ -54,6 +54,7 @@ def bench_memories(n: int, seed: int = 7, *, users: int = 20, day: str = DAY, pr
         rows["day"].append(day)
         rows["source_file"].append("bench.jsonl")
         rows["source_line"].append(i + 1)
+        rows["expires_at_us"].append(None)
     return pa.table(rows, schema=MEMORY_SCHEMA)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -46,6 +49,46 @@ def load_model(model_name: str, model_path: str | None = None, threads: int | No
         return _MODELS[key]
 
 
+@dataclass(frozen=True)
+class ModelId:
+    """A model is its name plus a fingerprint of its weights: the same name with other weights
+    is another model (its cache entries and its index are its own)."""
+
+    name: str
+    path: str | None
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.fingerprint[:16]}"
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def weights_fingerprint(directory: str | Path) -> str:
+    """sha256 over the model directory's files (names and contents; the checksum list aside),
+    computed once per process for files of the same sizes and times."""
+    files = sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.name != "SHA256SUMS")
+    stamp = (str(Path(directory).resolve()), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if stamp not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(str(path.relative_to(directory)).encode() + b"\0")
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        _FINGERPRINTS[stamp] = digest.hexdigest()
+    return _FINGERPRINTS[stamp]
+
+
+def model_identity(name: str, path: str | None = None) -> ModelId:
+    """The identity of a model: from its local directory, or from the directory fastembed
+    downloaded it to (which loads it)."""
+    directory = path or str(load_model(name, None).model._model_dir)
+    return ModelId(name, path, weights_fingerprint(directory))
+
+
 class Embedder:
     """Embeds texts in batches sorted by length, so each batch pads to a similar length."""
 
@@ -65,10 +108,23 @@ class Embedder:
         self.max_tokens = max_tokens
         self._tokenizer = None
         self._dim: int | None = None
+        self._identity: ModelId | None = None
 
     @property
     def model(self):
         return load_model(self.model_name, self.model_path, self.threads)
+
+    @property
+    def identity(self) -> ModelId:
+        if self._identity is None:
+            directory = self.model_path or str(self.model.model._model_dir)
+            self._identity = ModelId(self.model_name, self.model_path, weights_fingerprint(directory))
+        return self._identity
+
+    @property
+    def model_key(self) -> str:
+        """What the embedding cache and the index know this model by: name and weights."""
+        return self.identity.key
 
     @property
     def is_static(self) -> bool:

@@ -122,11 +122,17 @@ def ingest(
 ) -> WriteStats:
     """Replace `days` in both stores with `memories` (chunked unless `chunks` are given,
     embedded, written concurrently)."""
+    from .lifecycle import drop_forgotten, forgotten_mask, tombstone_scopes
+
     ingest_id = ingest_id or uuid.uuid4().hex
+    tombstones = tombstone_scopes(libsql.tombstones())  # forgotten users' memories are skipped
+    memories, _ = drop_forgotten(memories, tombstones)
+    if chunks is not None and tombstones:
+        chunks = chunks.filter(pa.array(~forgotten_mask(chunks, tombstones)))
     preflight(embedder, lance, libsql, memories=memories)
     if chunks is None:
         chunks = chunk_memories(memories, embedder.tokenizer, embedder.max_tokens, overlap)
-    cache = EmbeddingCache(libsql, embedder.model_name) if use_cache else None
+    cache = EmbeddingCache(libsql, embedder.model_key) if use_cache else None
     writer = FanOutWriter(
         [LanceSink(lance, days, ingest_id), LibsqlSink(libsql, days, ingest_id)],
         lease=DayLease(libsql, days, ingest_id, holder=f"{ingest_id}:both"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 
@@ -55,20 +57,44 @@ def in_list(column: str, values: Iterable[str]) -> str:
 UNCOMPRESSED = {"lance-encoding:compression": "none"}
 
 
-def lance_schema(dim: int) -> pa.Schema:
+def lance_schema(dim: int, model=None) -> pa.Schema:
+    """The chunk table's schema; `model` (a ModelId), when given, is recorded in its metadata:
+    the index knows the model that built it."""
     fields = [CHUNK_SCHEMA.field(name) for name in LANCE_COLUMNS if name != "ingest_id"]
     fields.insert(LANCE_COLUMNS.index("ingest_id"), pa.field("ingest_id", pa.string()))
     fields.append(pa.field("vector", pa.list_(pa.float32(), dim)))
-    return pa.schema([f.with_metadata(UNCOMPRESSED) if f.type == pa.string() or f.name == "vector" else f for f in fields])
+    schema = pa.schema([f.with_metadata(UNCOMPRESSED) if f.type == pa.string() or f.name == "vector" else f for f in fields])
+    if model is not None:
+        schema = schema.with_metadata({
+            MODEL_KEY: model.key, MODEL_NAME: model.name, MODEL_PATH: model.path or "",
+            CREATED_US: str(time.time_ns() // 1000),
+        })
+    return schema
+
+
+# The schema metadata of a chunk table: the model that built it, and when it was made.
+MODEL_KEY, MODEL_NAME, MODEL_PATH, CREATED_US = "agentmem.model", "agentmem.model_name", "agentmem.model_path", "agentmem.created_us"
+TABLE_PREFIX = "memories"
+SEARCH_TABLE_TTL = 2.0
 
 
 class LanceStore:
-    def __init__(self, uri: str, table_name: str = "memories"):
+    """The chunk table. With `model` (a ModelId), one table per model: writes go to the table
+    that model built (a new one, `memories_<hash>`, beside the others when there is none yet),
+    and searches read the oldest table (the one every day is in) until a newer one holds every
+    day; then `retire_tables` drops the older ones. A table made before models were recorded
+    is taken as the current model's when the dimensions agree. Without `model`: `table_name`."""
+
+    def __init__(self, uri: str, table_name: str = "memories", model=None):
         self.uri = uri
-        self.table_name = table_name
+        self.model = model
+        self._table_name = table_name if model is None else None
         self._db = None
         self._table = None
         self._async_table = None
+        self._async_name = None
+        self._search_info = None
+        self._adopted = False  # the table is one made before models were recorded
         self._session = None
         self._opening = threading.Lock()
 
@@ -108,17 +134,110 @@ class LanceStore:
                     f.write(bytes(4096))
                     f.flush()
 
+    # ------------------------------------------------------------------ tables per model
+
+    def tables(self) -> list[dict]:
+        """The chunk tables, oldest first: name, model key, name and path, dim, creation time."""
+        names = [n for n in self.db.list_tables().tables if n == TABLE_PREFIX or n.startswith(TABLE_PREFIX + "_")]
+        return sorted((self._info(name) for name in names), key=lambda t: (t["created_us"], t["name"]))
+
+    def _info(self, name: str) -> dict:
+        schema = self.db.open_table(name).schema
+        meta = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+        return {
+            "name": name,
+            "model": meta.get(MODEL_KEY),  # None: made before models were recorded
+            "model_name": meta.get(MODEL_NAME),
+            "model_path": meta.get(MODEL_PATH) or None,
+            "dim": schema.field("vector").type.list_size,
+            "created_us": int(meta.get(CREATED_US, 0)),
+        }
+
+    def _resolve(self, dim: int | None) -> str | None:
+        """The name of the table the model writes to (None: none yet, and `dim` unknown)."""
+        if self.model is None:
+            return self._table_name
+        tables = self.tables()
+        for table in tables:
+            if table["model"] == self.model.key:
+                return table["name"]
+        if not tables:
+            return TABLE_PREFIX if dim is not None else None
+        if len(tables) == 1 and tables[0]["model"] is None and dim in (None, tables[0]["dim"]):
+            return tables[0]["name"]  # made before models were recorded: adopted
+        if dim is None:
+            return None
+        return f"{TABLE_PREFIX}_{hashlib.sha256(self.model.key.encode()).hexdigest()[:12]}"
+
+    @property
+    def table_name(self) -> str | None:
+        """The table this store writes to (None: not made yet)."""
+        return self._table_name if self._table_name is not None else self._resolve(None)
+
+    def search_table_info(self, cached: bool = True) -> dict | None:
+        """The table searches read: the oldest (with a model: see the class). Looked up again
+        at most every SEARCH_TABLE_TTL seconds (a search costs no listing of the tables)."""
+        now = time.monotonic()
+        if cached and self._search_info is not None and now - self._search_info[0] < SEARCH_TABLE_TTL:
+            return self._search_info[1]
+        info = self._search_table_info()
+        self._search_info = (now, info) if info is not None else None
+        return info
+
+    def _search_table_info(self) -> dict | None:
+        if self.model is None:
+            return self._info(self._table_name) if self._table_name in self.db.list_tables().tables else None
+        tables = self.tables()
+        return tables[0] if tables else None
+
+    def retire_tables(self, days: Sequence[str]) -> dict:
+        """When the model's own table holds every one of `days` (those the system of record
+        holds), drop the older tables: searches move to it. Returns what was done."""
+        if self.model is None:
+            return {"migrating": False, "dropped": []}
+        tables = self.tables()
+        mine = next((t for t in tables if t["model"] == self.model.key), None)
+        others = [t["name"] for t in tables if mine is None or t["name"] != mine["name"]]
+        if mine is None or not others:
+            return {"migrating": False, "dropped": []}
+        table = self.db.open_table(mine["name"])
+        have = set(self._scan(table, ["day"], None)["day"].to_pylist()) if table.count_rows() else set()
+        missing = sorted(set(days) - have)
+        if missing:
+            return {"migrating": True, "dropped": [], "days_missing": len(missing), "days": len(set(days))}
+        for name in others:
+            self.db.drop_table(name)
+        self._async_table = self._search_info = None
+        return {"migrating": False, "dropped": others}
+
+    def _all_tables(self) -> list:
+        if self.model is None:
+            table = self.table()
+            return [] if table is None else [table]
+        return [self.db.open_table(t["name"]) for t in self.tables()]
+
     def table(self, dim: int | None = None):
         """The chunk table; created on first write (needs `dim`), None if absent on read."""
         if self._table is not None:
-            self._table.checkout_latest()
-            return self._table
+            if dim is not None and self._adopted and self._table.schema.field("vector").type.list_size != dim:
+                # a table made before models were recorded, opened for reading, belongs to another
+                # model: this model writes to a table of its own
+                self._table, self._table_name, self._adopted = None, None, False
+            else:
+                self._table.checkout_latest()
+                return self._table
         with self._opening:  # threads of one writer may both find it absent
             if self._table is None:
+                name = self._table_name if self._table_name is not None else self._resolve(dim)
+                if name is None:
+                    return None
                 if dim is not None:  # opens it when another thread or process created it first
-                    self._table = self.db.create_table(self.table_name, schema=lance_schema(dim), exist_ok=True)
-                elif self.table_name in self.db.list_tables().tables:
-                    self._table = self.db.open_table(self.table_name)
+                    self._table = self.db.create_table(name, schema=lance_schema(dim, self.model), exist_ok=True)
+                    self._table_name = name
+                elif name in self.db.list_tables().tables:
+                    self._table = self.db.open_table(name)
+                    self._table_name = name
+                    self._adopted = self.model is not None and self._info(name)["model"] is None
         return self._table
 
     def write(self, chunks: pa.Table, ingest_id: str) -> int:
@@ -241,18 +360,23 @@ class LanceStore:
 
     def _search_table(self):
         """The table through LanceDB's async API (one event-loop trip per search instead of
-        one per builder call), reading the latest version on every query."""
-        if self._async_table is None:
+        one per builder call), reading the latest version on every query; opened again when
+        searches have moved to another model's table."""
+        if self._async_table is not None and self.model is None:
+            return self._async_table
+        info = self.search_table_info()
+        if info is None:
+            return None
+        if self._async_table is None or self._async_name != info["name"]:
             import lancedb
             from lancedb.background_loop import LOOP
 
             async def open_table():
                 db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0), session=self.session)
-                if self.table_name not in (await db.list_tables()).tables:
-                    return None
-                return await db.open_table(self.table_name)
+                return await db.open_table(info["name"])
 
-            self._async_table = LOOP.run(open_table())  # None until the first write creates it
+            self._async_table = LOOP.run(open_table())
+            self._async_name = info["name"]
         return self._async_table
 
     def maintain(self, vector_index_min_rows: int = VECTOR_INDEX_MIN_ROWS) -> dict:
@@ -283,6 +407,87 @@ class LanceStore:
         table.optimize()  # compaction, new rows into every index, old versions pruned
         return {"rows": rows, "created": created, "indexes": self.index_status()}
 
+    # ------------------------------------------------------------------ lifecycle
+
+    def delete_where(self, where: str) -> int:
+        """Delete the rows matching `where` from every chunk table (every model's); returns how
+        many there were in the table searches read."""
+        counts = []
+        with explained(self.explain):
+            for table in self._all_tables() if self.model is not None else [self.table()]:
+                if table is None:
+                    continue
+                doomed = table.count_rows(where)
+                if doomed:
+                    table.delete(where)
+                counts.append((table.name, doomed))
+        searched = self.search_table_info()
+        return next((n for name, n in counts if searched and name == searched["name"]), sum(n for _, n in counts))
+
+    def delete_memories(self, keys: Sequence[tuple[str, str, str]], per_statement: int = 500) -> int:
+        """Delete every chunk of the memories `keys` (day, user_id, memory_id), every run's rows."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for day, user_id, memory_id in keys:
+            groups.setdefault((day, user_id), []).append(memory_id)
+        deleted = 0
+        for (day, user_id), ids in sorted(groups.items()):
+            for start in range(0, len(ids), per_statement):
+                deleted += self.delete_where(
+                    f"day = {sql_literal(day)} AND user_id = {sql_literal(user_id)} "
+                    f"AND {in_list('memory_id', ids[start:start + per_statement])}"
+                )
+        return deleted
+
+    def newest_versions(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+        """For each of the user's `memory_ids`, the (created_at_us, day) of its newest version:
+        the current one (ties go to the later day)."""
+        info = self.search_table_info()
+        table = self.db.open_table(info["name"]) if info else None
+        out: dict[str, tuple[int, str]] = {}
+        if table is None or not memory_ids:
+            return out
+        ids = sorted(set(memory_ids))
+        for start in range(0, len(ids), 500):
+            where = f"user_id = {sql_literal(user_id)} AND {in_list('memory_id', ids[start:start + 500])}"
+            rows = self._scan(table, ["memory_id", "created_at_us", "day"], where)
+            for memory_id, created, day in zip(*(rows[c].to_pylist() for c in ("memory_id", "created_at_us", "day"))):
+                if memory_id not in out or (created, day) > out[memory_id]:
+                    out[memory_id] = (created, day)
+        return out
+
+    def purge(self) -> dict:
+        """Leave no deleted row anywhere in the table's files: every fragment holding a deleted
+        row is rewritten without it (Lance's own compaction, told to materialize any deletion:
+        LanceDB's optimize() only rewrites fragments past 10% deleted), the scalar and full-text
+        indexes are built again, and every older version, with the files only it used, is
+        removed. Meant to run when no writer is at work (forget waits for the day leases)."""
+        import warnings
+
+        import lance
+        from lancedb.index import FTS, BTree
+
+        started_bytes = _dir_bytes(local_path(self.uri))
+        rewritten = 0
+        with explained(self.explain):
+            for table in self._all_tables():
+                dataset = lance.dataset(f"{self.uri.rstrip('/')}/{table.name}.lance")
+                metrics = dataset.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
+                rewritten += metrics.fragments_removed
+                table.checkout_latest()
+                for index in table.list_indices():
+                    column = index.columns[0]
+                    if column == "vector":
+                        continue  # remapped by the compaction; it holds row ids and codes, no text
+                    table.drop_index(index.name)
+                    table.create_index(column, config=FTS(with_position=False) if column == "text" else BTree())
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "removes every version except the latest": meant
+                    table.optimize(cleanup_older_than=timedelta(0), delete_unverified=True)
+        return {
+            "fragments_rewritten": rewritten,
+            "bytes_removed": max(0, started_bytes - _dir_bytes(local_path(self.uri))),
+        }
+
     def index_status(self) -> dict[str, dict]:
         """Per indexed column: index type, rows indexed and rows not yet indexed."""
         table = self.table()
@@ -297,6 +502,12 @@ class LanceStore:
                 "unindexed": stats.num_unindexed_rows,
             }
         return out
+
+
+def _dir_bytes(path) -> int:
+    if path is None or not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def scope_filter(

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS memories (
     created_at_us INTEGER NOT NULL,
     metadata TEXT NOT NULL,
     content_hash TEXT NOT NULL,
+    expires_at_us INTEGER,
     day TEXT NOT NULL,
     source_file TEXT,
     source_line INTEGER,
@@ -79,6 +80,15 @@ CREATE TABLE IF NOT EXISTS failed_ingestions (
     reason TEXT NOT NULL,
     failed_at REAL NOT NULL
 );
+-- Who was forgotten, up to when: a re-run of an earlier day skips their memories created up to
+-- `up_to_us` (agent_id, session_id NULL: any).
+CREATE TABLE IF NOT EXISTS tombstones (
+    user_id TEXT NOT NULL,
+    agent_id TEXT,
+    session_id TEXT,
+    up_to_us INTEGER NOT NULL,
+    forgotten_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     day TEXT NOT NULL,
     file TEXT NOT NULL,
@@ -108,7 +118,7 @@ CREATE TABLE IF NOT EXISTS quarantine_staged_days (
 
 MEMORY_COLUMNS = [
     "memory_id", "user_id", "agent_id", "session_id", "role", "content", "created_at",
-    "created_at_us", "metadata", "content_hash", "day", "source_file", "source_line", "ingest_id",
+    "created_at_us", "metadata", "content_hash", "expires_at_us", "day", "source_file", "source_line", "ingest_id",
 ]
 CHUNK_COLUMNS = [
     "chunk_id", "memory_id", "chunk_index", "chunk_count", "text", "text_hash", "user_id", "day", "ingest_id",
@@ -122,7 +132,7 @@ PAGE_SIZE = 16_384
 # of 1,000 pages, counted in pages of 4 KiB (larger pages would otherwise defer checkpoints).
 WAL_CHECKPOINT_BYTES = 1000 * 4096
 SETTING = "AGENTMEM_LIBSQL_URL"
-INTEGER_COLUMNS = {"created_at_us", "source_line", "chunk_index", "chunk_count", "line"}
+INTEGER_COLUMNS = {"created_at_us", "expires_at_us", "up_to_us", "source_line", "chunk_index", "chunk_count", "line"}
 
 
 def select_list(columns: Sequence[str]) -> str:
@@ -350,7 +360,8 @@ class _BulkStatement:
 # versions; then by id and version). Opening one renames those tables aside, lets the schema
 # create the current ones, and copies the rows.
 KEYS = {"memories": ["day", "memory_id", "ingest_id"], "chunks": ["day", "ingest_id", "chunk_id"]}
-COLUMNS = {"memories": MEMORY_COLUMNS, "chunks": CHUNK_COLUMNS}
+# (the columns tables of earlier releases have: no expires_at_us)
+COLUMNS = {"memories": [c for c in MEMORY_COLUMNS if c != "expires_at_us"], "chunks": CHUNK_COLUMNS}
 ASIDE = ("{}_old_key", "{}_unversioned")  # the names tables are set aside under, now and before
 
 
@@ -384,6 +395,13 @@ def copy_old_key_rows(conn) -> None:
         for aside in _set_aside(conn, table):
             conn.execute(f"INSERT OR IGNORE INTO {table} ({columns}) SELECT {columns} FROM {aside}")
             conn.execute(f"DROP TABLE {aside}")
+
+
+def add_missing_columns(conn) -> None:
+    """Columns added since a database was made (nullable, so old rows simply lack the value)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(memories)").fetchall()}
+    if "expires_at_us" not in have:
+        conn.execute("ALTER TABLE memories ADD COLUMN expires_at_us INTEGER")
 
 
 def _alive(pid: int) -> bool:
@@ -511,6 +529,7 @@ class LibsqlStore:
                 with transaction(conn):
                     set_aside_old_key_tables(conn)
             conn.executescript(SCHEMA)
+            add_missing_columns(conn)
             self.series = has_generate_series(conn)
             if old_key_tables(conn):
                 with transaction(conn):
@@ -772,3 +791,122 @@ class LibsqlStore:
                 table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
                 for table in ("memories", "chunks", "quarantine")
             }
+
+    # ------------------------------------------------------------------ lifecycle
+    # (engine/lifecycle.py drives these; the same methods on every system of record)
+
+    def versions_of(self, user_id: str, memory_id: str) -> list[dict]:
+        """Every stored version of one memory of one user, oldest first (a plain scan: the
+        table keeps no index on memory_id, so that inserts stay in their day's pages)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT {select_list(MEMORY_COLUMNS)} FROM memories WHERE memory_id = ? AND user_id = ? "
+                "ORDER BY created_at_us, day, ingest_id",
+                [memory_id, user_id],
+            ).fetchall()
+        out = []
+        for row in rows:
+            record = decode_row(MEMORY_COLUMNS, row)
+            record["metadata"] = json.loads(record["metadata"])
+            out.append(record)
+        return out
+
+    def current_count(self, now_us: int) -> int:
+        """Memories as search sees them: one per (user, memory_id), not expired."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT count(*) FROM (SELECT user_id, memory_id, max(created_at_us) AS newest, expires_at_us "
+                "FROM memories GROUP BY user_id, memory_id) WHERE expires_at_us IS NULL OR expires_at_us > ?",
+                [now_us],
+            ).fetchone()[0]
+
+    def memory_keys(self, where: str, params: Sequence) -> list[tuple[str, str, str]]:
+        """(day, user_id, memory_id) of the memory rows matching `where` (bound `params`)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT day, user_id, memory_id FROM memories WHERE {where}", list(params)
+            ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def delete_memories(self, keys: Sequence[tuple[str, str, str]], *, secure: bool = False) -> dict:
+        """Delete the memories and chunks of `keys` (day, user_id, memory_id), every run's
+        rows, in one transaction; then the embedding-cache entries that only their chunks used
+        (of every model). `secure`: SQLite overwrites what it deletes with zeros."""
+        keys = sorted(set(keys))
+        if not keys:
+            return {"memories": 0, "chunks": 0, "cache_entries": 0}
+        with explained(self.explain), self.pool.transaction() as conn:
+            if secure:
+                conn.execute("PRAGMA secure_delete = ON")
+            try:
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (day TEXT, user_id TEXT, memory_id TEXT)")
+                conn.execute("CREATE TEMP TABLE IF NOT EXISTS doomed_hashes (text_hash TEXT PRIMARY KEY)")
+                conn.execute("DELETE FROM doomed")
+                conn.execute("DELETE FROM doomed_hashes")
+                insert_rows(conn, "doomed", ["day", "user_id", "memory_id"], keys, verb="INSERT")
+                match = "(day, user_id, memory_id) IN (SELECT day, user_id, memory_id FROM doomed)"
+                conn.execute(f"INSERT OR IGNORE INTO doomed_hashes SELECT text_hash FROM chunks WHERE {match}")
+                chunks = conn.execute(f"DELETE FROM chunks WHERE {match}").rowcount
+                memories = conn.execute(f"DELETE FROM memories WHERE {match}").rowcount
+                cache = conn.execute(
+                    "DELETE FROM embedding_cache WHERE text_hash IN (SELECT text_hash FROM doomed_hashes) "
+                    "AND text_hash NOT IN (SELECT text_hash FROM chunks)"
+                ).rowcount
+                conn.execute("DELETE FROM doomed")
+                conn.execute("DELETE FROM doomed_hashes")
+            finally:
+                if secure:
+                    conn.execute("PRAGMA secure_delete = OFF")
+        return {"memories": memories, "chunks": chunks, "cache_entries": cache}
+
+    def delete_quarantined(self, keys: Sequence[tuple[str, str, int]], *, secure: bool = False) -> int:
+        """Delete quarantined lines by (day, file, line)."""
+        if not keys:
+            return 0
+        with explained(self.explain), self.pool.transaction() as conn:
+            if secure:
+                conn.execute("PRAGMA secure_delete = ON")
+            for day, file, line in keys:
+                conn.execute("DELETE FROM quarantine WHERE day = ? AND file = ? AND line = ?", [day, file, line])
+            if secure:
+                conn.execute("PRAGMA secure_delete = OFF")
+        return len(keys)
+
+    def add_tombstone(self, user_id: str, agent_id: str | None, session_id: str | None, up_to_us: int, at: str) -> None:
+        with self.writing() as conn:
+            conn.execute(
+                "INSERT INTO tombstones (user_id, agent_id, session_id, up_to_us, forgotten_at) VALUES (?, ?, ?, ?, ?)",
+                [user_id, agent_id, session_id, up_to_us, at],
+            )
+
+    def tombstones(self) -> list[dict]:
+        columns = ["user_id", "agent_id", "session_id", "up_to_us", "forgotten_at"]
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT {select_list(columns)} FROM tombstones").fetchall()
+        return [decode_row(columns, row) for row in rows]
+
+    def live_leases(self) -> list[dict]:
+        """Leases of ingestions still writing (not past expiry, not of a dead process here)."""
+        host, now = socket.gethostname(), time.time()
+        columns = ["day", "holder", "ingest_id", "host", "pid", "expires_at"]
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM day_leases").fetchall()
+        return [
+            lease for lease in (dict(zip(columns, r)) for r in rows)
+            if lease["expires_at"] > now and not (lease["host"] == host and not _alive(lease["pid"]))
+        ]
+
+    def scrub(self) -> int:
+        """Leave no deleted bytes behind: VACUUM rewrites the database without its free pages
+        (and the deleted text in them), then the WAL is checkpointed and truncated. Returns the
+        bytes the database file holds afterwards (what VACUUM wrote)."""
+        if local_path(self.pool.url) is None:
+            return 0  # a remote server manages its own pages
+        with explained(self.explain), _write_lock(self.pool.url), self.pool.connection() as conn:
+            conn.execute("PRAGMA temp_store = FILE")  # the transient copy on disk, not in memory
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        return page_size * pages

@@ -27,23 +27,39 @@ class MemoryEngine:
 
     @cached_property
     def lance(self) -> LanceStore:
-        return LanceStore(self.settings.lancedb_uri)
+        return LanceStore(self.settings.lancedb_uri, model=self.embedder.identity)
 
     @cached_property
     def libsql(self) -> LibsqlStore:
         return LibsqlStore(LibsqlPool(self.settings.libsql_url, size=2))
 
     def stats(self, days=None) -> dict:
+        """Totals; over all days (`days` None), `memories` counts current versions, not expired,
+        and `versions` every stored version."""
+        from .lifecycle import now_us
+
         counts = self.libsql.counts(days)
         compared = compare_chunk_ids(self.lance, self.libsql, days)
+        current = self.libsql.current_count(now_us()) if days is None else counts["memories"]
         return {
-            "memories": counts["memories"],
+            "memories": current,
+            "versions": counts["memories"],
             "chunks": counts["chunks"],
             "libsql_rows": counts["chunks"],
             "lancedb_rows": compared["lancedb_chunks"],
             "quarantined": counts["quarantine"],
             "consistent": compared["consistent"],
+            **self.index_model(),
         }
+
+    def index_model(self) -> dict:
+        """The model of the index that search uses, its dimension, and whether a migration to
+        the configured model is under way."""
+        info = self.lance.search_table_info(cached=False)
+        if info is None:
+            return {"model": self.embedder.model_key, "dim": None, "migrating": False}
+        model = info["model"] or f"{self.embedder.model_name} (not recorded)"
+        return {"model": model, "dim": info["dim"], "migrating": info["model"] not in (None, self.embedder.model_key)}
 
     def close(self) -> None:
         if "libsql" in self.__dict__:

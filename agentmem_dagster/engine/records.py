@@ -16,7 +16,7 @@ import json
 import operator
 import re
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -43,6 +43,8 @@ MEMORY_SCHEMA = pa.schema(
         pa.field("created_at_us", pa.int64(), nullable=False),
         pa.field("metadata", pa.string(), nullable=False),
         pa.field("content_hash", pa.string(), nullable=False),
+        # optional: after this instant the memory is never returned, and retention removes it
+        pa.field("expires_at_us", pa.int64()),
         pa.field("day", pa.string(), nullable=False),
         pa.field("source_file", pa.string(), nullable=False),
         pa.field("source_line", pa.int32(), nullable=False),
@@ -119,6 +121,7 @@ class LandingDay:
     duplicates_replaced: int = 0
     files: int = 0
     lines: int = 0
+    forgotten: int = 0  # records (and bad lines) a tombstone covers: skipped, neither stored nor quarantined
 
 
 class _Bad(Exception):
@@ -269,6 +272,15 @@ def _validate(obj: Any, check_unicode: bool) -> dict[str, Any]:
     except (ValueError, OverflowError) as exc:
         raise _Bad(Reason.INVALID_TIMESTAMP, f"created_at {obj['created_at']!r}: {exc}") from None
 
+    expires_at_us = None
+    if (expires_at := obj.get("expires_at")) is not None:
+        if not isinstance(expires_at, str):
+            raise _Bad(Reason.WRONG_TYPE, f"expires_at must be a string, got {_json_type(expires_at)}")
+        try:
+            expires_at_us = _parse_timestamp(expires_at)[1]
+        except (ValueError, OverflowError) as exc:
+            raise _Bad(Reason.INVALID_TIMESTAMP, f"expires_at {expires_at!r}: {exc}") from None
+
     user_id, content = obj["user_id"], obj["content"]
     agent_id, session_id, role = obj.get("agent_id"), obj.get("session_id"), obj.get("role")
     if check_unicode:
@@ -285,6 +297,7 @@ def _validate(obj: Any, check_unicode: bool) -> dict[str, Any]:
         "created_at_us": created_at_us,
         "metadata": metadata_text,
         "content_hash": hashlib.sha256(content.encode("utf-8")).hexdigest(),
+        "expires_at_us": expires_at_us,
     }
 
 
@@ -450,7 +463,33 @@ def _last_of_each_id(memory_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return keep
 
 
-def read_landing_day(landing: str | Path, day: str) -> LandingDay:
+@dataclass(frozen=True)
+class Forgotten:
+    """What tombstones cover: `rows(table)` is True for the memory rows to skip, `line(raw)`
+    for a bad line to leave out of the quarantine (engine/lifecycle.py builds one)."""
+
+    rows: Callable[[pa.Table], np.ndarray]
+    line: Callable[[str], bool]
+
+
+def _skip_forgotten(batches: Iterable[pa.Table], landed: LandingDay, forgotten: Forgotten | None) -> Iterator[pa.Table]:
+    for batch in batches:
+        if forgotten is not None and batch.num_rows:
+            mask = forgotten.rows(batch)
+            if mask.any():
+                landed.forgotten += int(mask.sum())
+                batch = batch.filter(pa.array(~mask))
+        yield batch
+
+
+def _drop_forgotten_lines(landed: LandingDay, forgotten: Forgotten | None) -> None:
+    if forgotten is not None and landed.quarantine:
+        kept = [q for q in landed.quarantine if not forgotten.line(q.raw)]
+        landed.forgotten += len(landed.quarantine) - len(kept)
+        landed.quarantine = kept
+
+
+def read_landing_day(landing: str | Path, day: str, forgotten: Forgotten | None = None) -> LandingDay:
     """Read every landing file of ``day`` (sorted by name) into a LandingDay.
 
     Bad lines and corrupt gzip files are quarantined; only I/O errors on the landing
@@ -460,8 +499,9 @@ def read_landing_day(landing: str | Path, day: str) -> LandingDay:
     landed = LandingDay(day)
     table = _to_table(list(_landing_rows(_day_folder(landing, day), landed)))
     keep = _last_of_each_id(table["memory_id"])
-    landed.memories = table.filter(keep)
+    (landed.memories,) = _skip_forgotten([table.filter(keep)], landed, forgotten)
     landed.duplicates_replaced = len(keep) - int(keep.sum())
+    _drop_forgotten_lines(landed, forgotten)
     return landed
 
 
@@ -470,7 +510,9 @@ def _batches(rows: Iterator[tuple], size: int) -> Iterator[pa.Table]:
         yield _to_table(part)
 
 
-def write_landing_day(landing: str | Path, day: str, path: Path, batch_rows: int = BATCH_ROWS) -> LandingDay:
+def write_landing_day(
+    landing: str | Path, day: str, path: Path, batch_rows: int = BATCH_ROWS, forgotten: Forgotten | None = None
+) -> LandingDay:
     """Like :func:`read_landing_day`, but the memories go to the Parquet file ``path`` in
     batches (row groups) of ``batch_rows``, in memory bounded by that (and the day's
     memory_ids, for duplicates): every valid record is written aside, then the records that
@@ -479,12 +521,13 @@ def write_landing_day(landing: str | Path, day: str, path: Path, batch_rows: int
     everything = aside(path, "all")
     try:
         write_parquet(everything, MEMORY_SCHEMA, _batches(_landing_rows(_day_folder(landing, day), landed), batch_rows))
+        _drop_forgotten_lines(landed, forgotten)
         keep = _last_of_each_id(pq.read_table(everything, columns=["memory_id"])["memory_id"])
         landed.duplicates_replaced = len(keep) - int(keep.sum())
-        if not landed.duplicates_replaced:
+        if not landed.duplicates_replaced and forgotten is None:
             everything.replace(path)
             return landed
-        write_parquet(path, MEMORY_SCHEMA, _winners(read_batches(everything), keep))
+        write_parquet(path, MEMORY_SCHEMA, _skip_forgotten(_winners(read_batches(everything), keep), landed, forgotten))
     finally:
         everything.unlink(missing_ok=True)
     return landed

@@ -92,14 +92,48 @@ def search(
     until_us = timestamp_micros(until) if until else None
     where = scope_filter(user_id, agent_id, session_id, since_us, until_us)
     query = query[:MAX_QUERY_CHARS]
-    # Several chunks of one memory may rank high: over-fetch so k distinct memories remain.
-    vector_rows, text_rows = lance.rankings(
-        vector=embedder.embed([query])[0] if mode != "text" else None,
-        text=query if mode != "vector" else None,
-        where=where,
-        limit=k * 4,
-    )
-    vector_rows, text_rows = distinct_memories(vector_rows), distinct_memories(text_rows)
+    vector = query_embedder(embedder, lance).embed([query])[0] if mode != "text" else None
+    # Several chunks of one memory may rank high, and older versions or expired memories are
+    # left out: over-fetch so k distinct memories remain, and fetch more while some are missing.
+    limit = k * 4
+    while True:
+        vector_rows, text_rows = lance.rankings(
+            vector=vector, text=query if mode != "vector" else None, where=where, limit=limit,
+        )
+        full = max(len(vector_rows), len(text_rows)) >= limit
+        result = _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k)
+        if len(result.hits) == k or not full or limit >= MAX_FETCH:
+            return result
+        limit = min(limit * 4, MAX_FETCH)
+
+
+# The most chunk rows one ranking fetches, however many are left out as old versions or expired.
+MAX_FETCH = 4096
+
+
+def query_embedder(embedder: Embedder, lance: LanceStore) -> Embedder:
+    """The model that built the index searches read (during a migration, the old one)."""
+    info = lance.search_table_info() if lance.model is not None else None
+    if info is None:
+        return embedder
+    if info["model"] is None:  # made before models were recorded: taken as the configured one
+        if embedder.dim != info["dim"]:
+            raise ValueError(
+                f"the search index was built by an unrecorded model of dimension {info['dim']}, not by "
+                f"{embedder.model_name} ({embedder.dim}): set AGENTMEM_EMBED_MODEL back, or re-run every day"
+            )
+        return embedder
+    if info["model"] == embedder.model_key:
+        return embedder
+    return Embedder(info["model_name"], info["model_path"])
+
+
+def _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k) -> SearchResult:
+    """The hits of two rankings: current versions only, distinct memories, hydrated."""
+    from .lifecycle import current_rows
+
+    vector_rows = distinct_memories(current_rows(lance, user_id, vector_rows))
+    text_rows = distinct_memories(current_rows(lance, user_id, text_rows))
     if mode == "vector":
         ranked = [(row, 1.0 - row["_distance"] / 2.0) for row in vector_rows]
     elif mode == "text":
@@ -113,11 +147,17 @@ def search(
 
 def _hydrate(libsql: LibsqlStore, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
     """Hits for the ranked chunk rows, from LibSQL's full rows; rows it lacks are dropped."""
+    from .lifecycle import now_us
+
     records = libsql.memories((row["day"], row["memory_id"]) for row, _ in ranked)
     hits, dropped = [], 0
+    now = now_us()
     for row, score in ranked:
         record = records.get((row["day"], row["memory_id"]))
         if record is None or record["user_id"] != user_id:
+            dropped += 1
+            continue
+        if record["expires_at_us"] is not None and record["expires_at_us"] <= now:  # never shown past it
             dropped += 1
             continue
         hits.append(

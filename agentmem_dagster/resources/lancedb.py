@@ -9,6 +9,10 @@ class LanceDBResource(dg.ConfigurableResource):
 
     uri: str
     table: str = "memories"
+    # The embedding model (name, local directory): with it, one chunk table per model (its name
+    # and a fingerprint of its weights), and a change of model migrates to a new table.
+    model: str | None = None
+    model_path: str | None = None
 
     _store: LanceStore | None = PrivateAttr(default=None)
 
@@ -18,7 +22,10 @@ class LanceDBResource(dg.ConfigurableResource):
         # step times. Its dependencies are preloaded (definitions.py): ~0.4 s left of ~2 s.
         import lancedb  # noqa: F401
 
-        self._store = LanceStore(self.uri, self.table)
+        from ..engine.embedding import model_identity
+
+        identity = model_identity(self.model, self.model_path) if self.model else None
+        self._store = LanceStore(self.uri, self.table, model=identity)
 
     @property
     def store(self) -> LanceStore:
