@@ -391,7 +391,7 @@ def cmd_pipeline_bench(args) -> int:
     print(f"  one small day     {small['seconds']:>8.1f} s  {small['events'].get('total')} events; {m['small_day_over_search']}x the search")
     print(f"  search            {m['search']['seconds']:>8.1f} s")
     alone = m["model_alone"]
-    print(f"  model alone       {alone['seconds']:>8.1f} s  {alone['memories_per_s']:>7.1f} memories/s (embedding alone {alone['embed_seconds']:.1f} s)")
+    print(f"  model alone       {alone['seconds']:>8.1f} s  {alone['memories_per_s']:>7.1f} memories/s (embedding alone {alone['embed_seconds']:.2f} s)")
     for name, peer in m.get("peers", {}).items():
         print(f"  peer {name:<12} {peer['seconds']:>8.1f} s  {peer['memories_per_s']:>7.1f} memories/s")
     if "ingest_over_best_peer" in m:

@@ -276,6 +276,7 @@ def run_pipeline_bench(*, memories: int = 5000, span_days: int = 722, n_days: in
         raise ValueError("--runs must be at least 1")
     question = search_question(seed)
     pythons = {name: peer_python(name, peers_dir or default_peers_dir(), progress) for name in peers}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="agentmem-pipeline-bench-") as tmp:
         root = Path(work_dir or tmp).absolute()
         landing = root / "history"
@@ -297,7 +298,8 @@ def run_pipeline_bench(*, memories: int = 5000, span_days: int = 722, n_days: in
         "runs": len(rounds),
         "median": _medians(rounds),
         "each_run": rounds,
-        "machine": machine(),
+        # other work on the machine slows every process alike, the ratios less than the seconds
+        "machine": {**machine(), "load_average_1m": {"before": load_before[0], "after": os.getloadavg()[0]}},
     }
 
 
