@@ -132,7 +132,10 @@ def timed(name: str, argv: list[str], env: dict[str, str], progress: Callable[[s
     try:
         doc = json.loads(out)
     except json.JSONDecodeError:
-        doc = json.loads(out.splitlines()[-1])
+        try:
+            doc = json.loads(out.splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise BenchError(f"{name} printed no JSON: {out[-200:]!r}") from None
     progress(f"{name}: finished in {seconds:.1f}s")
     return seconds, doc
 
@@ -249,8 +252,8 @@ def run_round(work: Path, landing: Path, history: dict, day: tuple[str, list[dic
     if peers:
         best = max(out["peers"], key=lambda n: out["peers"][n]["memories_per_s"])
         out["best_peer"] = best
-        out["ingest_over_best_peer"] = round(out["ingest_all"]["memories_per_s"] / out["peers"][best]["memories_per_s"], 2)
-    out["ingest_over_model_alone"] = round(out["ingest_all"]["memories_per_s"] / out["model_alone"]["memories_per_s"], 2)
+        out["ingest_over_best_peer"] = round(out["ingest_all"]["memories_per_s"] / out["peers"][best]["memories_per_s"], 3)
+    out["ingest_over_model_alone"] = round(out["ingest_all"]["memories_per_s"] / out["model_alone"]["memories_per_s"], 3)
     return out
 
 
