@@ -466,7 +466,49 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _peer_names(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"mem0", "chroma"})
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"peers are mem0 and chroma, not {', '.join(unknown) or repr(value)}")
+    return list(dict.fromkeys(names))
+
+
+def cmd_pipeline_bench(args) -> int:
+    from .engine.pipeline_bench import BenchError, run_pipeline_bench
+
+    try:
+        doc = run_pipeline_bench(
+            memories=args.memories or 5000, span_days=args.span_days, n_days=args.data_days, seed=args.seed,
+            runs=args.runs, peers=args.peers or [], peers_dir=args.peers_dir and Path(args.peers_dir),
+            work_dir=args.dir and Path(args.dir), progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
+        )
+    except (ValueError, BenchError) as exc:
+        return _fail(str(exc))
+    doc["command"] = "agentmem " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("agentmem") else "agentmem bench --pipeline"
+    if args.json:
+        _print_json(doc)
+        return 0
+    m = doc["median"]
+    print(f"model {doc['model']}: {doc['memories']} memories on {doc['days_with_data']} of {doc['span_days']} days; "
+          f"medians of {doc['runs']} run(s), whole processes; {doc['machine']['cpus']} cpus: {doc['machine']['cpu']}")
+    ing, small = m["ingest_all"], m["small_day"]
+    print(f"  ingest --all      {ing['seconds']:>8.1f} s  {ing['memories_per_s']:>7.1f} memories/s  engine {ing['engine_seconds']:.1f} s  "
+          f"events {ing['events'].get('total')} ({ing['events_per_data_day']} per day with data, {ing['events_per_empty_day']} per empty day)")
+    print(f"  one small day     {small['seconds']:>8.1f} s  {small['events'].get('total')} events; {m['small_day_over_search']}x the search")
+    print(f"  search            {m['search']['seconds']:>8.1f} s")
+    alone = m["model_alone"]
+    print(f"  model alone       {alone['seconds']:>8.1f} s  {alone['memories_per_s']:>7.1f} memories/s (embedding alone {alone['embed_seconds']:.2f} s)")
+    for name, peer in m.get("peers", {}).items():
+        print(f"  peer {name:<12} {peer['seconds']:>8.1f} s  {peer['memories_per_s']:>7.1f} memories/s")
+    if "ingest_over_best_peer" in m:
+        print(f"  ingest --all at {m['ingest_over_best_peer']}x the best peer ({doc['each_run'][0]['best_peer']})")
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.pipeline:
+        return cmd_pipeline_bench(args)
     from tqdm import tqdm
 
     from .engine.bench import run_ladder
@@ -485,7 +527,7 @@ def cmd_bench(args) -> int:
         bars.append(bar)
         return bar.update
 
-    doc = run_ladder(embedder, args.memories, args.batch_size, progress_factory, extras=not args.ladder_only)
+    doc = run_ladder(embedder, args.memories or 2000, args.batch_size, progress_factory, extras=not args.ladder_only)
     if bars:
         bars[-1].close()
     doc["command"] = "agentmem " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("agentmem") else "agentmem bench"
@@ -709,16 +751,31 @@ def _check_demo(parser: argparse.ArgumentParser, args) -> None:
 
 
 def _add_bench(sub) -> None:
-    bench = sub.add_parser("bench", help="the throughput ladder: per-record to pipelined, with the embed-only ceiling")
+    bench = sub.add_parser(
+        "bench", help="the throughput ladder: per-record to pipelined, with the embed-only ceiling; "
+        "or (--pipeline) the whole commands against the peers"
+    )
     bench.add_argument("--model", type=_text("a fastembed model name"), help="fastembed model name (default: AGENTMEM_EMBED_MODEL)")
     bench.add_argument("--model-path", help="local model directory (default: AGENTMEM_EMBED_MODEL_PATH)")
-    bench.add_argument("--memories", type=_int_between(1), default=2000, help="default 2000")
+    bench.add_argument("--memories", type=_int_between(1), help="default: 2000 (ladder), 5000 (--pipeline)")
     bench.add_argument("--batch-size", type=_int_between(1), default=64, help="memories per batch in rungs 2 and 3")
     bench.add_argument(
         "--embed-batch-size", type=_int_between(1),
         help="texts per model call, length-sorted (default: best for the model)",
     )
     bench.add_argument("--ladder-only", action="store_true", help="skip the storage-only and cached re-ingest figures")
+    pipeline = bench.add_argument_group("--pipeline", "whole commands as separate processes, on a sparse history of its own")
+    pipeline.add_argument("--pipeline", action="store_true", help="time `agentmem ingest --all`, one small day and a search, the model alone and the peers")
+    pipeline.add_argument("--span-days", type=_int_between(2), default=722, help="days from the history's first to its last (default 722)")
+    pipeline.add_argument("--data-days", type=_int_between(2), default=220, help="days of the span that hold memories (default 220)")
+    pipeline.add_argument("--seed", type=int, default=0)
+    pipeline.add_argument("--runs", type=_int_between(1), default=3, help="rounds, each running every process once (default 3); medians reported")
+    pipeline.add_argument(
+        "--peers", nargs="?", const="mem0,chroma", type=_peer_names,
+        help="also run the peers (default: mem0,chroma), each in a virtual environment of its own",
+    )
+    pipeline.add_argument("--peers-dir", help="where the peers' environments are made and kept (default: $AGENTMEM_HOME/../.peers, or ~/.cache/agentmem/peers)")
+    pipeline.add_argument("--dir", help="work directory for the history and the stores (default: a temporary directory)")
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
