@@ -88,18 +88,11 @@ def _ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def _days_to_ingest(args, settings: Settings, instance) -> list[str]:
-    """The days asked for: every landing day (--all), one day, or the days of a range that
-    have landing files or were ingested before (a day whose files are gone is emptied)."""
-    from .assets.partitions import PARTITIONS_NAME
-    from .engine.records import landing_days
-
-    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
+def _check_days(args, settings: Settings) -> None:
+    """Refuse days outside AGENTMEM_PARTITIONS_START..tomorrow, before anything is opened."""
     if args.all:
-        days = [d for d in landing_days(settings.landing) if d >= settings.partitions_start]
-        if not days:
-            raise ValueError(f"no landing folders under {settings.landing} (try `agentmem demo`)")
-        return days
+        return
+    start, end = (args.partition, args.partition) if args.partition else (args.start, args.end)
     if start > end:
         raise ValueError(f"--from {start} is after --to {end}")
     last = (dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)).isoformat()
@@ -108,12 +101,25 @@ def _days_to_ingest(args, settings: Settings, instance) -> list[str]:
             f"days {start}..{end} are outside {settings.partitions_start}..{last} "
             "(AGENTMEM_PARTITIONS_START sets the first)"
         )
+
+
+def _days_to_ingest(args, settings: Settings, instance) -> list[str]:
+    """The days asked for: every landing day (--all), one day, or the days of a range that
+    have landing files or were ingested before (a day whose files are gone is emptied)."""
+    from .assets.partitions import PARTITIONS_NAME
+    from .engine.records import landing_days
+
+    if args.all:
+        days = [d for d in landing_days(settings.landing) if d >= settings.partitions_start]
+        if not days:
+            raise ValueError(f"no landing folders under {settings.landing} (try `agentmem demo`)")
+        return days
     if args.partition:
         return [args.partition]
     known = set(landing_days(settings.landing)) | set(instance.get_dynamic_partitions(PARTITIONS_NAME))
-    days = sorted(d for d in known if start <= d <= end)
+    days = sorted(d for d in known if args.start <= d <= args.end)
     if not days:
-        raise ValueError(f"no landing folders between {start} and {end} under {settings.landing}")
+        raise ValueError(f"no landing folders between {args.start} and {args.end} under {settings.landing}")
     return days
 
 
@@ -264,6 +270,10 @@ def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, 
 
 def cmd_ingest(args) -> int:
     settings = Settings.from_env()
+    try:
+        _check_days(args, settings)
+    except ValueError as exc:
+        return _fail(str(exc))
     _ensure_dagster_home(settings)
     from .runs import plan_runs
 
