@@ -11,6 +11,7 @@ file once per batch and commits once. Nothing else changes: same files, same sch
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -101,7 +102,9 @@ def write_instance_config(home: Path) -> Path:
     (written aside, then renamed: several `agentmem` may start at once)."""
     path = home / "dagster.yaml"
     if not path.exists():
+        template = resources.files(__package__).joinpath("dagster.yaml").read_text(encoding="utf-8")
+        event_log_dir = json.dumps(str(home.absolute() / "history" / "runs"))[1:-1]  # quoted YAML string
         tmp = path.with_name(f".dagster.yaml.{os.getpid()}.tmp")
-        tmp.write_text(resources.files(__package__).joinpath("dagster.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        tmp.write_text(template.replace("{event_log_dir}", event_log_dir), encoding="utf-8")
         os.replace(tmp, path)
     return path

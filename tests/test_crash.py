@@ -67,13 +67,16 @@ def test_a_killed_run_rerun_leaves_everything_exactly_once(agentmem_home, kill_a
 
 
 # A run as `agentmem ingest` starts it, with the staged days cut into batches of a few memories
-# (Staging.batch_rows, set through run config), so that a day is written in many batches.
+# (Staging.batch_rows, set through run config), so that a day is written in many batches; with
+# the default executor config, as a run launched from the UI: a process per step.
 LAUNCH = """
 import sys
 import dagster as dg
+from agentmem_dagster.assets.partitions import register_days
 from agentmem_dagster.cli import ingest_job
 staging = {"base_dir": sys.argv[2], "batch_rows": int(sys.argv[3])}
 with dg.DagsterInstance.get() as instance:
+    register_days(instance, [sys.argv[1]])  # as `agentmem ingest` does
     dg.execute_job(dg.reconstructable(ingest_job), instance=instance, tags={"dagster/partition": sys.argv[1]},
                    run_config={"resources": {"staging": {"config": staging}}}, raise_on_error=False)
 """

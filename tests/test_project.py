@@ -36,13 +36,13 @@ def test_dg_check_and_list_defs(agentmem_home):
     assert "All definitions loaded successfully." in _dg("check", "defs").stdout
     listed = json.loads(_dg("list", "defs", "--json").stdout)
     assets = {tuple(a["asset_key_parts"]): a for a in listed["assets"]}
-    assert assets and all(a["group_name"] == "memories" for a in assets.values())
+    assert assets and {a["group_name"] for a in assets.values()} == {"memories", "lifecycle"}
     assert listed["asset_checks"] and listed["jobs"] and listed["schedules"]
     assert len(listed["sensors"]) >= 2
     # what `dg` loads is what workspace.yaml deployments load
     from agentmem_dagster.definitions import defs
 
-    assert {key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys()} == {
+    assert {key.path[-1] for key in defs().resolve_asset_graph().get_all_asset_keys()} == {
         key[-1] for key in assets
     }
 
