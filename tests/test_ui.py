@@ -209,10 +209,8 @@ def _backfill_two_days(page: Page, ui: dict) -> None:
     materialize.wait_for()
     materialize.click()
     dialog = page.get_by_role("dialog")
-    dialog.get_by_text("Show all partitions").click()
-    selection = dialog.locator("input[type=text]").first
-    selection.fill(f"[{DAYS[1]}...{DAYS[2]}]")
-    selection.press("Enter")
+    # the partitions are the days registered as holding landing data: the two not yet materialized
+    dialog.get_by_role("button", name="Missing", exact=True).click()
     expect(dialog.get_by_text("2 partitions")).to_be_visible()
     dialog.get_by_role("button", name="Launch backfill").click()
 
