@@ -10,6 +10,7 @@ from .engine.records import landing_days, landing_fingerprint
 from .engine.settings import Settings
 from .resources import LandingZone
 from .resources.staging import drop_run_outputs
+from .retention import keep_days_from_env, prune_runs
 from .runs import executor_config
 
 ingest_job = dg.define_asset_job(
@@ -63,5 +64,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) ->
 
 @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[ingest_job])
 def clean_staging(context: dg.RunStatusSensorContext) -> None:
-    """A successful run's intermediate op outputs (embedded shards) are no longer needed."""
-    drop_run_outputs(str(Settings.from_env().staging), context.dagster_run.run_id)
+    """A successful run's intermediate op outputs (embedded shards) are no longer needed; runs
+    past AGENTMEM_RUN_RETENTION_DAYS whose materializations are all superseded are pruned."""
+    staging = str(Settings.from_env().staging)
+    drop_run_outputs(staging, context.dagster_run.run_id)
+    pruned = prune_runs(context.instance, keep_days_from_env(), staging)
+    if pruned:
+        context.log.info(f"pruned {len(pruned)} superseded run(s) older than the retention period")

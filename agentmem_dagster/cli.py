@@ -269,13 +269,16 @@ def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, 
 
 
 def cmd_ingest(args) -> int:
+    from .retention import keep_days_from_env, prune_runs
+    from .runs import plan_runs
+
     settings = Settings.from_env()
     try:
         _check_days(args, settings)
+        keep_days = keep_days_from_env()
     except ValueError as exc:
         return _fail(str(exc))
     _ensure_dagster_home(settings)
-    from .runs import plan_runs
 
     started = time.perf_counter()
     with _open_instance() as instance:
@@ -290,6 +293,7 @@ def cmd_ingest(args) -> int:
                 break
         seconds = time.perf_counter() - started
         events = _events_written(instance, [result.run_id for result in results], settings.landing)
+        pruned = prune_runs(instance, keep_days, settings.staging)  # the Dagster home stays bounded
     success = all(result.success for result in results)
     if success:
         from .resources.staging import drop_run_outputs
@@ -297,6 +301,7 @@ def cmd_ingest(args) -> int:
         for result in results:
             drop_run_outputs(str(settings.staging), result.run_id)
     doc = _ingest_report(results, days, seconds, _store_stats(settings, days, success), events)
+    doc["pruned_runs"] = len(pruned)
     if args.json:
         _print_json(doc)
     elif doc["memories"] is None:

@@ -64,7 +64,11 @@ def test_the_newest_created_at_wins_whatever_the_run_order(engine, capsys):
         memory("home-1", "u_h", "I moved to Porto last week.", LATE, metadata={"source": "email"}),
     ])
     materialize(LATE)  # the later day first
-    materialize(EARLY)
+    early = materialize(EARLY)
+    # the check counts what search can return from the day: Lisbon is history, the cat is current
+    (check,) = [e for e in early.get_asset_check_evaluations() if e.check_name == "stores_consistent"]
+    assert check.passed
+    assert (check.metadata["current_memories"].value, check.metadata["stored_versions"].value) == (1, 2)
 
     for mode in ("hybrid", "vector", "text"):
         hits = _search(engine, "where do I live? Lisbon or Porto", "u_h", mode=mode)
@@ -85,7 +89,9 @@ def test_the_newest_created_at_wins_whatever_the_run_order(engine, capsys):
     stats = engine.stats()
     assert (stats["memories"], stats["versions"], stats["consistent"]) == (2, 3, True)
 
-    materialize(LATE)  # re-running either day changes nothing
+    late = materialize(LATE)  # re-running either day changes nothing
+    (check,) = [e for e in late.get_asset_check_evaluations() if e.check_name == "stores_consistent"]
+    assert (check.metadata["current_memories"].value, check.metadata["stored_versions"].value) == (1, 1)
     assert [h.content for h in _search(engine, "where do I live", "u_h") if h.memory_id == "home-1"] == [
         "I moved to Porto last week."
     ]
@@ -115,7 +121,10 @@ def test_expired_memories_are_never_returned_and_retention_removes_them(engine):
     ])
     write_landing(landing, LATE, [memory("promo", "u_e", "The promo code is SUMMER.", LATE, expires_at=past)])
     materialize(EARLY)
-    materialize(LATE)
+    late = materialize(LATE)
+    # the day's one version is current but expired: nothing of the day can be returned
+    (check,) = [e for e in late.get_asset_check_evaluations() if e.check_name == "stores_consistent"]
+    assert (check.metadata["current_memories"].value, check.metadata["stored_versions"].value) == (0, 1)
 
     for mode in ("hybrid", "vector", "text"):
         ids = {hit.memory_id for hit in _search(engine, "door code promo code", "u_e", mode=mode)}

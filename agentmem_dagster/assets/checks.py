@@ -5,6 +5,7 @@ import warnings
 
 import dagster as dg
 
+from ..engine.lifecycle import now_us
 from ..engine.memory import compare_chunk_ids
 from ..resources import EmbedderResource, LanceDBResource, LibSQLResource
 from .metadata import peak_rss_mb
@@ -18,7 +19,9 @@ STORES_CONSISTENT = dg.AssetCheckSpec(
     asset="lancedb_memories",
     additional_deps=["libsql_memories"],
     partitions_def=memory_days,
-    description="LanceDB holds exactly the chunk ids that LibSQL holds for the day(s), each once.",
+    description="LanceDB holds exactly the chunk ids that LibSQL holds for the day(s), each once. "
+    "`current_memories` counts what search can return from the day(s): versions not superseded by "
+    "a newer one on another day, and not expired.",
 )
 VECTORS_SANE = dg.AssetCheckSpec(
     "vectors_sane",
@@ -38,6 +41,7 @@ def store_checks(
     days = context.partition_keys
     compared = compare_chunk_ids(lancedb.store, libsql.store, days)
     only_lance, only_libsql = compared["only_in_lancedb"], compared["only_in_libsql"]
+    versions = libsql.store.current_in_days(days, now_us())
     yield dg.AssetCheckResult(
         check_name="stores_consistent",
         asset_key="lancedb_memories",
@@ -45,6 +49,8 @@ def store_checks(
         metadata={
             "lancedb_chunks": compared["lancedb_chunks"],
             "libsql_chunks": compared["libsql_chunks"],
+            "current_memories": versions["current"],
+            "stored_versions": versions["versions"],
             "only_in_lancedb": len(only_lance),
             "only_in_libsql": len(only_libsql),
             "examples": ", ".join((only_lance + only_libsql)[:10]),

@@ -820,6 +820,23 @@ class LibsqlStore:
                 [now_us],
             ).fetchone()[0]
 
+    def current_in_days(self, days: Sequence[str], now_us: int) -> dict[str, int]:
+        """Of the memories stored for `days`: how many versions, and how many of those are
+        current (the memory's newest version across all days, ties to the later day) and
+        not expired: what search can return from those days."""
+        marks = placeholders(len(days))
+        with self.pool.connection() as conn:
+            versions, current = conn.execute(
+                "SELECT count(*), coalesce(sum(CASE WHEN place = 1 AND (expires_at_us IS NULL OR expires_at_us > ?) "
+                "THEN 1 ELSE 0 END), 0) FROM ("
+                "SELECT day, expires_at_us, row_number() OVER (PARTITION BY user_id, memory_id "
+                "ORDER BY created_at_us DESC, day DESC, ingest_id DESC) AS place FROM memories "
+                f"WHERE (user_id, memory_id) IN (SELECT user_id, memory_id FROM memories WHERE day IN ({marks}))"
+                f") AS ranked WHERE day IN ({marks})",
+                [now_us, *days, *days],
+            ).fetchone()
+        return {"versions": versions, "current": current}
+
     def memory_keys(self, where: str, params: Sequence) -> list[tuple[str, str, str]]:
         """(day, user_id, memory_id) of the memory rows matching `where` (bound `params`)."""
         with self.pool.connection() as conn:
