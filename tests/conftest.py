@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -187,20 +189,29 @@ def postgres_server():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_url(postgres_server):
-    """A postgresql:// URL of a new, empty database, dropped after the test."""
+@contextmanager
+def new_postgres_database(server: str) -> Iterator[str]:
+    """A postgresql:// URL of a new, empty database on `server`, dropped afterwards."""
     import uuid
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
 
     name = f"agentmem_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
+    with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
-    yield urlunsplit(urlsplit(postgres_server)._replace(path=f"/{name}"))
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A postgresql:// URL of a new, empty database, dropped after the test."""
+    with new_postgres_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["libsql", "postgres"])
