@@ -43,11 +43,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("AGENTMEM_HOME") or "./.agentmem").absolute()
+        database_url = env.get(SETTING) or env.get(LEGACY_SETTING) or str(home / "memories.db")
+        store_kind(database_url)  # BadDatabaseUrl, one line, for a URL naming no system of record
         return cls(
             home=home,
             landing=Path(env.get("AGENTMEM_LANDING") or home / "landing").absolute(),
             lancedb_uri=env.get("AGENTMEM_LANCEDB_URI") or str(home / "lancedb"),
-            database_url=env.get(SETTING) or env.get(LEGACY_SETTING) or str(home / "memories.db"),
+            database_url=database_url,
             embed_model=env.get("AGENTMEM_EMBED_MODEL") or DEFAULT_MODEL,
             embed_model_path=env.get("AGENTMEM_EMBED_MODEL_PATH") or None,
             partitions_start=env.get("AGENTMEM_PARTITIONS_START") or "2020-01-01",
