@@ -19,7 +19,10 @@ from agentmem_dagster.engine.writer import is_transient
 
 DAY, DAY2 = "2024-06-01", "2024-06-02"
 US = 1717243200000000
-TEXTS = ["plain words", "emoji 🧠🙂‍↔️ 🇵🇹", "中文记忆：我对花生过敏。", "NUL inside\x00the text", "quote ' and \" and \\"]
+TEXTS = [
+    "plain words", "emoji 🧠🙂‍↔️ 🇵🇹", "中文记忆：我对花生过敏。", "NUL inside\x00the text", "quote ' and \" and \\",
+    "\\x41 \\000 \\N \\. tab\there\nnewline\r\nend \\", "\\.", "\\N", "\\x00ff",
+]
 
 
 def memories(n: int, prefix: str = "m", day: str = DAY, user=lambda i: f"u{i % 3}", **overrides) -> pa.Table:
@@ -141,6 +144,23 @@ def test_hydration_returns_exact_rows_by_day_and_id(store):
             assert stored[column] == row[column], column
         assert stored["ingest_id"] == "run1"
     assert store.memories([]) == {}
+
+
+def test_values_that_look_like_copy_or_bytea_syntax_round_trip_exactly(store):
+    """Whole values equal to COPY's NULL marker or end-of-data line, bytea hex prefixes,
+    tabs and newlines, in every kind of column; a NULL stays NULL and "\\N" stays text."""
+    n = len(TEXTS)
+    table = memories(n, content=lambda i: TEXTS[i], agent_id=lambda i: TEXTS[i].replace("\x00", "") if i % 2 else None,
+                     session_id=lambda i: "\\N" if i % 2 else None, role=lambda i: None,
+                     metadata=lambda i: json.dumps({"t": TEXTS[i]}), source_file=lambda i: TEXTS[i].replace("\x00", ""))
+    write(store, table, "run\\1")
+    got = store.memories([(DAY, f"m{i}") for i in range(n)])
+    for row in table.to_pylist():
+        stored = got[DAY, row["memory_id"]]
+        for column in ("content", "agent_id", "session_id", "role", "source_file"):
+            assert stored[column] == row[column], (column, row[column])
+        assert stored["metadata"] == json.loads(row["metadata"]) and stored["ingest_id"] == "run\\1"
+    assert sorted(store.chunk_ids()) == sorted(f"m{i}#0" for i in range(n))
 
 
 def test_integers_up_to_2_to_the_53_round_trip(store):
@@ -335,7 +355,7 @@ def test_postgres_lock_contention_is_transient(postgres_url):
 def test_postgres_terminal_errors_are_not_retried(postgres_url):
     store = open_store(postgres_url)
     try:
-        with pytest.raises(TerminalStoreError, match="0x00.*user_id.*SQLSTATE 22021") as raised:  # TEXT cannot hold NUL
+        with pytest.raises(TerminalStoreError, match="0x00.*COPY memories.*SQLSTATE 22021") as raised:  # TEXT cannot hold NUL
             write(store, memories(1, user=lambda i: "u\x00"), "run1")
         assert not is_transient(raised.value)
         assert store.counts()["memories"] == 0
@@ -426,3 +446,24 @@ def test_leases_are_exclusive_across_concurrent_ingestions(database_url):
         assert [lease["ingest_id"] for lease in store.live_leases()] == [f"run{winners[0]}"]
     finally:
         store.close()
+
+
+def test_the_settings_and_the_resource_take_the_url_and_the_auth_token(agentmem_home, monkeypatch):
+    import dagster as dg
+
+    from agentmem_dagster.definitions import build_resources
+    from agentmem_dagster.engine.settings import Settings
+
+    assert Settings.from_env().database_url == str(agentmem_home / "memories.db")  # the embedded default
+    monkeypatch.setenv("AGENTMEM_LIBSQL_URL", "/srv/old-name.db")  # the older name, still accepted
+    assert Settings.from_env().database_url == "/srv/old-name.db"
+    monkeypatch.setenv("AGENTMEM_DATABASE_URL", "libsql://db.example.org")  # the new name wins
+    monkeypatch.setenv("AGENTMEM_DATABASE_AUTH_TOKEN", "tok-123")
+    settings = Settings.from_env()
+    assert (settings.database_url, settings.database_auth_token, settings.database_kind) == (
+        "libsql://db.example.org", "tok-123", "libsql")
+    resource = build_resources(settings)["libsql"]
+    assert resource.url == dg.EnvVar("AGENTMEM_DATABASE_URL") and resource.auth_token == dg.EnvVar("AGENTMEM_DATABASE_AUTH_TOKEN")
+    monkeypatch.setenv("AGENTMEM_DATABASE_URL", "mysql://db/x")
+    with pytest.raises(BadDatabaseUrl):
+        Settings.from_env()
