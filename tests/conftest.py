@@ -154,10 +154,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_server():
+def postgres_server(postgres_instance) -> str:
     """A postgresql:// URL of a server this session may create databases on."""
+    return postgres_instance[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_instance():
+    """(URL, data directory) of the session's PostgreSQL server; the directory is None for
+    the server of AGENTMEM_TEST_DATABASE_URL."""
     if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
-        yield url
+        yield url, None
         return
     import shutil
     import subprocess
@@ -182,7 +189,7 @@ def postgres_server():
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"could not start PostgreSQL for the tests: {exc.stdout}\n{log}") from exc
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", data
     finally:
         subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

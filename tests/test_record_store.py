@@ -5,6 +5,7 @@ lifecycle; then the URL that chooses between them, and how each adapter classifi
 import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -303,6 +304,38 @@ def test_tombstones_are_kept_and_scrub_leaves_the_store_smaller_and_working(stor
     assert store.counts()["memories"] == 200
     write(store, memories(1, prefix="after"), "run2")
     assert store.counts()["memories"] == 201
+
+
+def test_after_scrub_postgres_table_files_hold_no_deleted_text_and_its_wal_still_does(postgres_instance, postgres_url):
+    """What README says PostgreSQL keeps after a forget: nothing in the tables' files (VACUUM
+    FULL wrote them anew), the text in the write-ahead log until its segments are reused."""
+    import subprocess
+
+    import psycopg
+
+    server, data = postgres_instance
+    if data is None:
+        pytest.skip("needs the data directory of the tests' own server (AGENTMEM_TEST_DATABASE_URL is set)")
+    store = open_store(postgres_url)
+    try:
+        write(store, memories(60, content=lambda i: f"ZanzibarSecretXYZ number {i}"), "run1")
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the pages on disk, not only in shared buffers
+            oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+
+        def holding(where: Path) -> list[str]:
+            found = subprocess.run(["grep", "-rl", "--binary-files=binary", "ZanzibarSecretXYZ", str(where)],
+                                   capture_output=True, text=True)
+            return found.stdout.split()
+
+        assert holding(data / "base" / str(oid)) and holding(data / "pg_wal")  # the check can fail
+        for user in ("u0", "u1", "u2"):
+            store.delete_memories(store.scope_keys(user, None, None, 2**62), secure=True)
+        assert store.scrub() > 0
+        assert holding(data / "base" / str(oid)) == []
+        assert holding(data / "pg_wal")  # said in the README: the WAL keeps it until reused
+    finally:
+        store.close()
 
 
 # ------------------------------------------------------------------ the URL and the errors
