@@ -166,6 +166,13 @@ def postgres_instance():
     if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
         yield url, None
         return
+    with private_postgres() as instance:
+        yield instance
+
+
+@contextmanager
+def private_postgres() -> Iterator[tuple[str, Path]]:
+    """A throwaway PostgreSQL server in a temp dir on a free port: (URL, data directory)."""
     import shutil
     import subprocess
     import tempfile

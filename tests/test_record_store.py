@@ -2,6 +2,7 @@
 versions and rollback, leases, staged quarantine, the embedding cache, search hydration,
 lifecycle; then the URL that chooses between them, and how each adapter classifies errors."""
 
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,8 @@ from agentmem_dagster.engine.postgres_store import PostgresStore
 from agentmem_dagster.engine.record_store import BadDatabaseUrl, SystemOfRecord, open_store, redacted, store_kind
 from agentmem_dagster.engine.records import MEMORY_SCHEMA, QuarantineRecord
 from agentmem_dagster.engine.writer import is_transient
+
+from .conftest import new_postgres_database, private_postgres
 
 DAY, DAY2 = "2024-06-01", "2024-06-02"
 US = 1717243200000000
@@ -306,16 +309,25 @@ def test_tombstones_are_kept_and_scrub_leaves_the_store_smaller_and_working(stor
     assert store.counts()["memories"] == 201
 
 
-def test_after_scrub_postgres_table_files_hold_no_deleted_text_and_its_wal_still_does(postgres_instance, postgres_url):
+@pytest.fixture
+def postgres_with_files(postgres_instance):
+    """(URL of a new database, the server's data directory): on the session's server when
+    the tests started it, else on a private one of this test's own."""
+    with contextlib.ExitStack() as stack:
+        server, data = postgres_instance
+        if data is None:  # AGENTMEM_TEST_DATABASE_URL's server: its files are out of reach
+            server, data = stack.enter_context(private_postgres())
+        yield stack.enter_context(new_postgres_database(server)), data
+
+
+def test_after_scrub_postgres_table_files_hold_no_deleted_text_and_its_wal_still_does(postgres_with_files):
     """What README says PostgreSQL keeps after a forget: nothing in the tables' files (VACUUM
     FULL wrote them anew), the text in the write-ahead log until its segments are reused."""
     import subprocess
 
     import psycopg
 
-    server, data = postgres_instance
-    if data is None:
-        pytest.skip("needs the data directory of the tests' own server (AGENTMEM_TEST_DATABASE_URL is set)")
+    postgres_url, data = postgres_with_files
     store = open_store(postgres_url)
     try:
         write(store, memories(60, content=lambda i: f"ZanzibarSecretXYZ number {i}"), "run1")

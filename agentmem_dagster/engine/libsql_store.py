@@ -461,9 +461,12 @@ class LibsqlPool:
 
     @contextmanager
     def connection(self) -> Iterator:
+        """A pooled connection; a lock, a full or a read-only disk met on it raised as
+        StoreUnavailable (reads too: the writer retries a transient one wherever it happens)."""
         conn = self._acquire()
         try:
-            yield conn
+            with explained(lambda exc: explain_libsql(exc, self.url)):
+                yield conn
         finally:
             self._idle.put(conn)
 
