@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from .engine.errors import StoreUnavailable
+from .engine.record_store import BadDatabaseUrl
 from .engine.settings import Settings
 
 RUN_TAG = "agentmem/invocation"
@@ -828,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except StoreUnavailable as exc:
         return _fail(str(exc), 1)
+    except BadDatabaseUrl as exc:  # AGENTMEM_DATABASE_URL names no system of record
+        return _fail(str(exc), 2)
     except UsageError as exc:
         return _fail(str(exc), 2)
 

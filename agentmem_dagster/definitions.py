@@ -10,7 +10,7 @@ from .assets.lifecycle import forget_job, memory_retention, retention_job, reten
 from .automation import clean_staging, daily_ingest_schedule, ingest_job, landing_sensor
 from .console import console_logger
 from .engine.settings import Settings
-from .resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging, StagingIOManager
+from .resources import DatabaseResource, EmbedderResource, LanceDBResource, LandingZone, Staging, StagingIOManager
 
 
 def _env(name: str, default: str | None):
@@ -32,7 +32,11 @@ def build_resources(settings: Settings | None = None) -> dict:
             model=_env("AGENTMEM_EMBED_MODEL", settings.embed_model),
             model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
         ),
-        "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
+        # the system of record (key kept from when it could only be LibSQL): LibSQL or PostgreSQL by the URL
+        "libsql": DatabaseResource(
+            url=_env(settings.database_url_setting, settings.database_url),
+            auth_token=_env("AGENTMEM_DATABASE_AUTH_TOKEN", None),
+        ),
         "staging": Staging(base_dir=str(settings.staging)),
         "io_manager": StagingIOManager(base_dir=str(settings.staging)),
     }

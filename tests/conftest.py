@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,114 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"{why}\n{reason}"
+
+
+# PostgreSQL for the system-of-record contract tests: a private throwaway server (initdb and
+# pg_ctl from Debian's packages, in a temp dir, on a free port, as the `postgres` user when
+# running as root) for the session, one fresh database per test. AGENTMEM_TEST_DATABASE_URL
+# (a postgresql:// URL of a server where that user may create databases) replaces the server.
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+
+
+def _pg_bin(name: str) -> str:
+    import shutil
+
+    for directory in [os.environ.get("AGENTMEM_TEST_PG_BIN"), *PG_BIN_DIRS]:
+        if directory and (Path(directory) / name).exists():
+            return str(Path(directory) / name)
+    if found := shutil.which(name):
+        return found
+    raise pytest.UsageError(
+        f"PostgreSQL's {name} is not installed (apt-get install postgresql), and AGENTMEM_TEST_DATABASE_URL is not set"
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_instance) -> str:
+    """A postgresql:// URL of a server this session may create databases on."""
+    return postgres_instance[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_instance():
+    """(URL, data directory) of the session's PostgreSQL server; the directory is None for
+    the server of AGENTMEM_TEST_DATABASE_URL."""
+    if url := os.environ.get("AGENTMEM_TEST_DATABASE_URL"):
+        yield url, None
+        return
+    with private_postgres() as instance:
+        yield instance
+
+
+@contextmanager
+def private_postgres() -> Iterator[tuple[str, Path]]:
+    """A throwaway PostgreSQL server in a temp dir on a free port: (URL, data directory)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="agentmem-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: the server runs as `postgres`
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", _free_port()
+    run = {"check": True, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    try:
+        subprocess.run([*as_user, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--locale=C", "--no-sync"], **run)
+        options = (f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+                   "-c full_page_writes=off -c max_connections=200")
+        subprocess.run([*as_user, "nice", "-n", "15", _pg_bin("pg_ctl"), "-D", str(data), "-o", options,
+                        "-l", str(root / "server.log"), "-w", "-t", "60", "start"], **run)
+    except subprocess.CalledProcessError as exc:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        shutil.rmtree(root, ignore_errors=True)
+        raise RuntimeError(f"could not start PostgreSQL for the tests: {exc.stdout}\n{log}") from exc
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", data
+    finally:
+        subprocess.run([*as_user, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def new_postgres_database(server: str) -> Iterator[str]:
+    """A postgresql:// URL of a new, empty database on `server`, dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"agentmem_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A postgresql:// URL of a new, empty database, dropped after the test."""
+    with new_postgres_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["libsql", "postgres"])
+def database_url(request, tmp_path):
+    """The system of record's URL, once for each adapter: a LibSQL file, a PostgreSQL database."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
+    return str(tmp_path / "memories.db")

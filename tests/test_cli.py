@@ -208,3 +208,63 @@ def test_ingest_with_a_dagster_home_that_cannot_be_created_is_one_line(agentmem_
         "agentmem: DAGSTER_HOME /proc/agentmem-no/dagster cannot be created (No such file or directory): "
         "set DAGSTER_HOME (or AGENTMEM_HOME) to a writable directory"
     ]
+
+
+# `agentmem ingest` with every step in its own process (the multiprocess executor, which runs
+# past IN_PROCESS_MAX_BYTES of landing data: lowered here so that a small landing zone uses it).
+MULTIPROCESS_AGENTMEM = (
+    "import sys; import agentmem_dagster.runs as runs; runs.IN_PROCESS_MAX_BYTES = -1; "
+    "from agentmem_dagster.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_ingest_search_stats_and_forget_on_postgres_with_a_process_per_step(agentmem_home, postgres_url, monkeypatch):
+    import psycopg
+
+    monkeypatch.setenv("AGENTMEM_DATABASE_URL", postgres_url)
+    landing = agentmem_home / "landing"
+    days = ["2024-07-01", "2024-07-02"]
+    for i, day in enumerate(days):
+        write_landing(landing, day, [
+            memory(f"{day}-{n}", f"u{n % 2}", f"note {n} of {day}: the cat Miso likes tuna", day) for n in range(5 + i)
+        ] + ["not json at all"])
+
+    def ingest() -> dict:
+        proc = subprocess.run([sys.executable, "-c", MULTIPROCESS_AGENTMEM, "ingest", "--all", "--json"],
+                              capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout)
+
+    out = ingest()
+    assert (out["status"], out["executor"], out["partitions"]) == ("SUCCESS", "multiprocess", days)
+    assert (out["memories"], out["quarantined"]) == (11, 2)
+    assert out["chunks"] == out["lancedb_rows"] == out["libsql_rows"] == 11
+    with psycopg.connect(postgres_url) as conn:  # the rows are in PostgreSQL, and no LibSQL file was made
+        assert conn.execute("SELECT count(*), count(DISTINCT ingest_id) FROM memories").fetchone() == (11, 1)
+        assert conn.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 2
+    assert not (agentmem_home / "memories.db").exists()
+
+    first = json.loads(run("stats", "--json").stdout)
+    assert first["consistent"] is True and (first["memories"], first["chunks"], first["quarantined"]) == (11, 11, 2)
+    again = ingest()  # a re-run replaces the days' versions: nothing doubles
+    assert again["status"] == "SUCCESS"
+    assert json.loads(run("stats", "--json").stdout) == first
+
+    hits = json.loads(run("search", "cat tuna", "--user", "u1", "-k", "20", "--json").stdout)
+    assert len(hits) == 5 and {h["user_id"] for h in hits} == {"u1"}
+    gone = json.loads(run("forget", "--user", "u1", "--json").stdout)
+    assert (gone["memories"], gone["chunks"]) == (5, 5)
+    assert json.loads(run("search", "cat tuna", "--user", "u1", "--json").stdout) == []
+    assert json.loads(run("stats", "--json").stdout)["memories"] == 6
+
+
+@pytest.mark.parametrize("url", ["mysql://db/agentmem", "s3://bucket/memories"])
+def test_a_database_url_of_no_known_kind_is_one_line_and_exit_2(agentmem_home, monkeypatch, url):
+    monkeypatch.setenv("AGENTMEM_DATABASE_URL", url)
+    for command in (["stats", "--json"], ["ingest", "--all", "--json"]):
+        proc = run(*command, check=False)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"agentmem: AGENTMEM_DATABASE_URL has the scheme {url.split(':')[0]!r}: "
+            "use a file path, libsql:// (or https://) or postgresql://"
+        ]

@@ -130,7 +130,7 @@ def test_an_object_store_that_cannot_be_reached_names_the_setting(monkeypatch):
 
 def test_a_read_only_libsql_database_fails_the_run_naming_the_setting(agentmem_home, mount, monkeypatch):
     disk = mount(agentmem_home.parent / "libsql-disk", "16m")
-    monkeypatch.setenv("AGENTMEM_LIBSQL_URL", str(disk / "memories.db"))
+    monkeypatch.setenv("AGENTMEM_LIBSQL_URL", str(disk / "memories.db"))  # the older name, still accepted
     settings = Settings.from_env()
     populate(settings, OLD_DAY, 30)
     before = contents(settings)
@@ -138,7 +138,7 @@ def test_a_read_only_libsql_database_fails_the_run_naming_the_setting(agentmem_h
 
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
     out, _ = failing_ingest(NEW_DAY, {})
-    assert "is read-only" in out["error"] and "AGENTMEM_LIBSQL_URL" in out["error"]
+    assert "is read-only" in out["error"] and "AGENTMEM_DATABASE_URL" in out["error"]
     subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
     assert contents(settings) == before
 
@@ -189,7 +189,7 @@ def test_a_locked_database_or_a_missing_model_fails_the_run_before_any_write(age
     message = failures[0][1]
     if cause == "locked":
         assert "failed after 6 attempt(s)" in message and "is locked by another connection" in message
-        assert "AGENTMEM_LIBSQL_URL" in message
+        assert "AGENTMEM_DATABASE_URL" in message
     else:
         assert "no-model" in message and "AGENTMEM_EMBED_MODEL_PATH" in message
     assert contents(settings) == before
@@ -223,7 +223,7 @@ def test_a_disk_that_fills_up_during_the_writes_is_explained_and_the_run_taken_b
     fill(disk, leave={"lancedb": 1_200_000, "libsql": 2_000_000}[store])  # room for a few batches, not the day
     written = []
     sinks = [LanceSink(lance, [NEW_DAY], "run2"), LibsqlSink(libsql, [NEW_DAY], "run2")]
-    setting = {"lancedb": "AGENTMEM_LANCEDB_URI", "libsql": "AGENTMEM_LIBSQL_URL"}[store]
+    setting = {"lancedb": "AGENTMEM_LANCEDB_URI", "libsql": "AGENTMEM_DATABASE_URL"}[store]
     with pytest.raises(StoreUnavailable, match=f"batch \\d+ to {store} failed after 1 attempt.*no space left.*{setting}") as failed:
         FanOutWriter(sinks, on_batch=written.append).run(batches_from_embedded(new, embedded, 500))
     assert written, "no batch was written before the disk filled: the test proves nothing"
@@ -233,7 +233,7 @@ def test_a_disk_that_fills_up_during_the_writes_is_explained_and_the_run_taken_b
         [note] = failed.value.__notes__
         assert note.startswith("removing this run's rows from libsql failed after 1 attempt(s): LibSQL database")
         assert note.endswith("has no space left on its disk (database or disk is full): free space there, or set "
-                             "AGENTMEM_LIBSQL_URL (or AGENTMEM_HOME) to a disk with room.; the next run of these days removes them")
+                             "AGENTMEM_DATABASE_URL (or AGENTMEM_HOME) to a disk with room.; the next run of these days removes them")
         assert sorted(lance.chunk_ids()) == before[0]
         (disk / "filler").unlink()
         ingest(memory_table(30, "older", NEW_DAY), embedder=embedder, lance=lance, libsql=libsql, days=[NEW_DAY])

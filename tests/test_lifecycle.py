@@ -31,8 +31,12 @@ def materialize(day: str, selection=None):
     return result
 
 
-@pytest.fixture
-def engine(agentmem_home, tmp_path, monkeypatch):
+@pytest.fixture(params=["libsql", "postgres"])
+def engine(request, agentmem_home, tmp_path, monkeypatch):
+    """The engine on each system of record: the default LibSQL file, or a PostgreSQL database
+    (AGENTMEM_DATABASE_URL), for the Dagster runs, the CLI and the engine alike."""
+    if request.param == "postgres":
+        monkeypatch.setenv("AGENTMEM_DATABASE_URL", request.getfixturevalue("postgres_url"))
     # Dagster's records inside the home too: the forget test greps all of it
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     engine = MemoryEngine.from_env()

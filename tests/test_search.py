@@ -1,5 +1,6 @@
 """Search: scope and time range, one hit per memory, fusion order, the index life cycle."""
 
+import contextlib
 import json
 
 import pyarrow as pa
@@ -9,8 +10,11 @@ from agentmem_dagster.engine.embedding import Embedder
 from agentmem_dagster.engine.ingest import ingest
 from agentmem_dagster.engine.lance_store import LanceStore
 from agentmem_dagster.engine.libsql_store import LibsqlPool, LibsqlStore
+from agentmem_dagster.engine.record_store import open_store
 from agentmem_dagster.engine.records import MEMORY_SCHEMA, timestamp_micros
 from agentmem_dagster.engine.search import reciprocal_rank_fusion, search
+
+from .conftest import new_postgres_database
 
 LONG = " ".join(
     f"Section {i}: the greenhouse tomatoes need watering every morning and the basil needs shade."
@@ -47,14 +51,20 @@ def _ingest(world_parts, rows) -> None:
     ingest(table, embedder=embedder, lance=lance, libsql=libsql, days=sorted(set(table["day"].to_pylist())))
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, static_model):
+@pytest.fixture(scope="module", params=["libsql", "postgres"])
+def world(request, tmp_path_factory, static_model):
+    """Search hydrated from each system of record."""
     root = tmp_path_factory.mktemp("search")
-    parts = Embedder(*static_model), LanceStore(str(root / "lance")), LibsqlStore(LibsqlPool(str(root / "m.db")))
-    _ingest(parts, MEMORIES)
-    parts[1].maintain()
-    yield parts
-    parts[2].pool.close()
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(new_postgres_database(request.getfixturevalue("postgres_server")))
+        else:
+            url = str(root / "m.db")
+        parts = Embedder(*static_model), LanceStore(str(root / "lance")), open_store(url)
+        stack.callback(parts[2].close)
+        _ingest(parts, MEMORIES)
+        parts[1].maintain()
+        yield parts
 
 
 def _ids(world, query, **kwargs):

@@ -132,7 +132,7 @@ def test_a_lock_that_never_clears_fails_with_a_clear_error(stores, embedder):
     writer = FanOutWriter([LibsqlSink(libsql, [DAY], "run1")], retry=RetryPolicy(attempts=3, base_delay=0.01))
     table = memories(5)
     with pytest.raises(
-        StoreUnavailable, match=r"writing batch 0 to libsql failed after 3 attempt\(s\).*is locked.*AGENTMEM_LIBSQL_URL"
+        StoreUnavailable, match=r"writing batch 0 to libsql failed after 3 attempt\(s\).*is locked.*AGENTMEM_DATABASE_URL"
     ):
         writer.run(embedded_batches(table, chunk_memories(table, embedder.tokenizer, 256), embedder))
     blocker.execute("ROLLBACK")

@@ -23,13 +23,39 @@ CAUSES = [
 LOCKED = CAUSES[0][0]
 
 
-class StoreUnavailable(RuntimeError):
+class StoreError(RuntimeError):
+    """A store failed. `transient` says whether the same call may succeed if tried again (a
+    lock, a serialization failure, a dropped connection) or never will as things are (a full
+    or read-only disk, a constraint violated, bad SQL). Each adapter decides which from its
+    driver's error classes and codes (SQLSTATE on PostgreSQL), never from message text where
+    the driver gives more; see `errors_of` in each store."""
+
+    transient = False
+
+    def __init__(self, message: str, transient: bool | None = None):
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
+
+
+class TransientStoreError(StoreError):
+    """Worth retrying: the store was busy, a transaction lost a race, a connection dropped."""
+
+    transient = True
+
+
+class TerminalStoreError(StoreError):
+    """Not worth retrying: the same call fails the same way until someone changes something."""
+
+    transient = False
+
+
+class StoreUnavailable(StoreError):
     """A store or the embedding model cannot serve the run as configured. The message names
     the cause and the setting to change. `transient` is true for a lock, which may clear."""
 
     def __init__(self, message: str, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+        super().__init__(message, transient)
 
 
 def local_path(location: str) -> Path | None:

@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 from .chunking import chunk_memories, with_vectors
 from .embedding import Embedder, EmbeddingCache, embed_cached
 from .lance_store import LanceStore
-from .libsql_store import LibsqlStore
 from .parquet import BATCH_ROWS, coalesce
 from .preflight import preflight
+from .record_store import SystemOfRecord
 from .records import MEMORY_SCHEMA
 from .writer import Batch, DayLease, FanOutWriter, LanceSink, LibsqlSink, WriteStats
 
@@ -111,7 +111,7 @@ def ingest(
     *,
     embedder: Embedder,
     lance: LanceStore,
-    libsql: LibsqlStore,
+    libsql: SystemOfRecord,
     days: Sequence[str],
     ingest_id: str | None = None,
     batch_chunks: int = DEFAULT_BATCH_CHUNKS,

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import StoreUnavailable, explain, explained, local_path
+from .record_store import SETTING, lease_blocks
 
 # Memories and chunks are kept as versions: a run writes its rows beside those of earlier runs
 # (the key includes `ingest_id`) and drops the older versions only once both stores hold its own.
@@ -131,7 +132,6 @@ PAGE_SIZE = 16_384
 # The WAL is checkpointed once it holds this much, whatever the page size: SQLite's default
 # of 1,000 pages, counted in pages of 4 KiB (larger pages would otherwise defer checkpoints).
 WAL_CHECKPOINT_BYTES = 1000 * 4096
-SETTING = "AGENTMEM_LIBSQL_URL"
 INTEGER_COLUMNS = {"created_at_us", "expires_at_us", "up_to_us", "source_line", "chunk_index", "chunk_count", "line"}
 
 
@@ -404,17 +404,12 @@ def add_missing_columns(conn) -> None:
         conn.execute("ALTER TABLE memories ADD COLUMN expires_at_us INTEGER")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def explain_libsql(exc: BaseException, url: str, cause: str | None = None) -> StoreUnavailable | None:
+    """The LibSQL adapter's error classification. The libsql driver raises a bare ValueError
+    carrying only SQLite's message (no result code, no extended code, no error classes), so
+    SQLITE_BUSY/SQLITE_LOCKED (transient) and a full or read-only disk (terminal) can only be
+    told by SQLite's fixed message texts and the errno of OS errors (errors.CAUSES), here in
+    one place; any other driver error stays as raised and is terminal for the writer."""
     return explain(exc, f"LibSQL database {url!r}", SETTING, cause=cause, path=local_path(url))
 
 
@@ -466,9 +461,12 @@ class LibsqlPool:
 
     @contextmanager
     def connection(self) -> Iterator:
+        """A pooled connection; a lock, a full or a read-only disk met on it raised as
+        StoreUnavailable (reads too: the writer retries a transient one wherever it happens)."""
         conn = self._acquire()
         try:
-            yield conn
+            with explained(lambda exc: explain_libsql(exc, self.url)):
+                yield conn
         finally:
             self._idle.put(conn)
 
@@ -524,6 +522,7 @@ CACHE_ROWS_PER_STATEMENT = 16_384
 class LibsqlStore:
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
+        self.url = pool.url
         with explained(lambda exc: self.explain(exc, "cannot be opened")), pool.connection() as conn:
             if old_key_tables(conn):  # read without a lock: writing only when there is work
                 with transaction(conn):
@@ -535,8 +534,11 @@ class LibsqlStore:
                 with transaction(conn):
                     copy_old_key_rows(conn)
 
+    def close(self) -> None:
+        self.pool.close()
+
     def explain(self, exc: BaseException, cause: str | None = None) -> StoreUnavailable | None:
-        """`exc` as a StoreUnavailable naming this database and AGENTMEM_LIBSQL_URL, when the
+        """`exc` as a StoreUnavailable naming this database and AGENTMEM_DATABASE_URL, when the
         environment caused it (locked, full, read-only) or `cause` is given."""
         return explain_libsql(exc, self.pool.url, cause)
 
@@ -648,7 +650,7 @@ class LibsqlStore:
             ).fetchall()
             blocking = [
                 lease for lease in (dict(zip(columns, r)) for r in rows)
-                if lease["expires_at"] > now and not (lease["host"] == host and not _alive(lease["pid"]))
+                if lease_blocks(lease, host, now)
             ]
             if not blocking:
                 insert_rows(
@@ -837,6 +839,25 @@ class LibsqlStore:
             ).fetchone()
         return {"versions": versions, "current": current}
 
+    def scope_keys(self, user_id: str, agent_id: str | None, session_id: str | None, up_to_us: int) -> list[tuple[str, str, str]]:
+        """(day, user_id, memory_id) of the scope's memory rows created up to `up_to_us`."""
+        clauses, params = ["user_id = ?", "created_at_us <= ?"], [user_id, up_to_us]
+        for column, value in (("agent_id", agent_id), ("session_id", session_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return self.memory_keys(" AND ".join(clauses), params)
+
+    def expired_keys(self, at_us: int) -> list[tuple[str, str, str]]:
+        """Every version past its expires_at, and every version of a memory whose current
+        version is past it (SQLite: the bare expires_at_us is that of the max(created_at_us) row)."""
+        return self.memory_keys(
+            "expires_at_us <= ? OR (user_id, memory_id) IN (SELECT user_id, memory_id FROM "
+            "(SELECT user_id, memory_id, max(created_at_us), expires_at_us FROM memories GROUP BY user_id, memory_id) "
+            "WHERE expires_at_us <= ?)",
+            [at_us, at_us],
+        )
+
     def memory_keys(self, where: str, params: Sequence) -> list[tuple[str, str, str]]:
         """(day, user_id, memory_id) of the memory rows matching `where` (bound `params`)."""
         with self.pool.connection() as conn:
@@ -910,7 +931,7 @@ class LibsqlStore:
             rows = conn.execute(f"SELECT {', '.join(columns)} FROM day_leases").fetchall()
         return [
             lease for lease in (dict(zip(columns, r)) for r in rows)
-            if lease["expires_at"] > now and not (lease["host"] == host and not _alive(lease["pid"]))
+            if lease_blocks(lease, host, now)
         ]
 
     def scrub(self) -> int:

@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lance_store import LanceStore, scope_filter
-from .libsql_store import LibsqlStore
 from .parquet import aside, read_batches, write_parquet
+from .record_store import SystemOfRecord
 from .records import timestamp_micros
 
 
@@ -161,7 +161,7 @@ class NoSuchMemory(LookupError):
     pass
 
 
-def history(libsql: LibsqlStore, user_id: str, memory_id: str) -> list[dict]:
+def history(libsql: SystemOfRecord, user_id: str, memory_id: str) -> list[dict]:
     """Every version of the memory, oldest first, the current one flagged."""
     versions = libsql.versions_of(user_id, memory_id)
     if not versions:
@@ -190,17 +190,12 @@ def history(libsql: LibsqlStore, user_id: str, memory_id: str) -> list[dict]:
 # --------------------------------------------------------------------------- expiry
 
 
-def remove_expired(lance: LanceStore, libsql: LibsqlStore, at_us: int | None = None) -> dict:
+def remove_expired(lance: LanceStore, libsql: SystemOfRecord, at_us: int | None = None) -> dict:
     """Delete from both stores every version past its expires_at, and every version of a
     memory whose current version is past it. LibSQL first: a memory it lacks is never shown."""
     at_us = now_us() if at_us is None else at_us
     started = time.perf_counter()
-    keys = libsql.memory_keys(
-        "expires_at_us <= ? OR (user_id, memory_id) IN (SELECT user_id, memory_id FROM "
-        "(SELECT user_id, memory_id, max(created_at_us), expires_at_us FROM memories GROUP BY user_id, memory_id) "
-        "WHERE expires_at_us <= ?)",
-        [at_us, at_us],
-    )
+    keys = libsql.expired_keys(at_us)
     removed = libsql.delete_memories(keys)
     lance_rows = lance.delete_memories(keys)
     return {
@@ -255,7 +250,7 @@ def _with_columns(table: pa.Table) -> pa.Table:
     return table
 
 
-def wait_for_writers(libsql: LibsqlStore, wait: float, on_wait: Callable[[str], None] | None = None) -> None:
+def wait_for_writers(libsql: SystemOfRecord, wait: float, on_wait: Callable[[str], None] | None = None) -> None:
     """Wait until no ingestion holds a live day lease: one that read the landing files before
     the tombstone was recorded may still be writing the memories about to be forgotten."""
     deadline = time.monotonic() + wait
@@ -276,7 +271,7 @@ def wait_for_writers(libsql: LibsqlStore, wait: float, on_wait: Callable[[str], 
 
 def forget(
     lance: LanceStore,
-    libsql: LibsqlStore,
+    libsql: SystemOfRecord,
     scope: Scope,
     *,
     staging: Path | None = None,
@@ -291,8 +286,7 @@ def forget(
     at_us = now_us() if at_us is None else at_us
     libsql.add_tombstone(scope.user_id, scope.agent_id, scope.session_id, at_us, iso(now_us()))
     wait_for_writers(libsql, wait, on_wait)
-    where, params = scope.sql()
-    keys = libsql.memory_keys(f"{where} AND created_at_us <= ?", [*params, at_us])
+    keys = libsql.scope_keys(scope.user_id, scope.agent_id, scope.session_id, at_us)
     removed = libsql.delete_memories(keys, secure=True)
     lance_rows = lance.delete_where(f"{scope.lance_where()} AND created_at_us <= {int(at_us)}")
     tombstone = [(scope, at_us)]
@@ -319,7 +313,7 @@ def forget(
     }
 
 
-def ingestion_filter(libsql: LibsqlStore):
+def ingestion_filter(libsql: SystemOfRecord):
     """What ingestion must skip under the recorded tombstones (None when there are none)."""
     from .records import Forgotten
 
@@ -332,7 +326,7 @@ def ingestion_filter(libsql: LibsqlStore):
 # --------------------------------------------------------------------------- model migration
 
 
-def finish_migration(lance: LanceStore, libsql: LibsqlStore) -> dict:
+def finish_migration(lance: LanceStore, libsql: SystemOfRecord) -> dict:
     """When the configured model's table holds every day the system of record holds, drop the
     older models' tables: searches move to it (until then they read the old one)."""
     return lance.retire_tables(libsql.days())

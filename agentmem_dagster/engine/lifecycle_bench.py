@@ -26,7 +26,7 @@ from .bench import bench_memories
 from .embedding import Embedder
 from .ingest import ingest
 from .lance_store import LanceStore
-from .libsql_store import LibsqlPool, LibsqlStore
+from .record_store import open_store
 from .settings import Settings
 
 TARGET = "forget-me"
@@ -36,7 +36,7 @@ def build(root: Path, chunks: int, days: int = 10, users: int = 1000, target_mem
     settings = Settings.from_env({"AGENTMEM_HOME": str(root), **{k: v for k, v in os.environ.items() if k.startswith("AGENTMEM_EMBED")}})
     embedder = Embedder(settings.embed_model, settings.embed_model_path)
     lance = LanceStore(settings.lancedb_uri, model=embedder.identity)
-    libsql = LibsqlStore(LibsqlPool(settings.libsql_url))
+    libsql = open_store(settings.database_url, auth_token=settings.database_auth_token)
     start = dt.date(2024, 1, 1)
     per_day = chunks // days
     started = time.perf_counter()
@@ -53,7 +53,7 @@ def build(root: Path, chunks: int, days: int = 10, users: int = 1000, target_mem
     print(f"indexes in {time.perf_counter() - indexed:.0f}s", file=sys.stderr)
     out = {"chunks": lance.count(), "build_seconds": round(time.perf_counter() - started, 1),
            "index_seconds": round(time.perf_counter() - indexed, 1), "indexes": sorted(report["indexes"])}
-    libsql.pool.close()
+    libsql.close()
     return out
 
 

@@ -9,7 +9,7 @@ from functools import cached_property
 
 from .embedding import Embedder
 from .lance_store import LanceStore
-from .libsql_store import LibsqlPool, LibsqlStore
+from .record_store import SystemOfRecord, open_store
 from .settings import Settings
 
 
@@ -30,8 +30,9 @@ class MemoryEngine:
         return LanceStore(self.settings.lancedb_uri, model=self.embedder.identity)
 
     @cached_property
-    def libsql(self) -> LibsqlStore:
-        return LibsqlStore(LibsqlPool(self.settings.libsql_url, size=2))
+    def libsql(self) -> SystemOfRecord:
+        """The system of record (LibSQL or PostgreSQL, by AGENTMEM_DATABASE_URL)."""
+        return open_store(self.settings.database_url, auth_token=self.settings.database_auth_token, pool_size=2)
 
     def stats(self, days=None) -> dict:
         """Totals; over all days (`days` None), `memories` counts current versions, not expired,
@@ -63,7 +64,7 @@ class MemoryEngine:
 
     def close(self) -> None:
         if "libsql" in self.__dict__:
-            self.libsql.pool.close()
+            self.libsql.close()
 
 
 def id_digest(batches: Iterable[list[str]]) -> tuple[int, int]:
@@ -76,7 +77,7 @@ def id_digest(batches: Iterable[list[str]]) -> tuple[int, int]:
     return count, total % 2**64
 
 
-def compare_chunk_ids(lance: LanceStore, libsql: LibsqlStore, days: Sequence[str] | None = None) -> dict:
+def compare_chunk_ids(lance: LanceStore, libsql: SystemOfRecord, days: Sequence[str] | None = None) -> dict:
     """Whether both stores hold the same chunk ids for `days` (all days when None), without
     holding a day's ids: both sides are streamed into digests, and only when those differ
     are the ids loaded to name the ones that differ."""

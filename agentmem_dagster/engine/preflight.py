@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from .embedding import Embedder
 from .errors import StoreUnavailable, existing_dir, local_path
 from .lance_store import LanceStore
-from .libsql_store import LibsqlStore
+from .record_store import SystemOfRecord
 from .writer import RetryPolicy
 
 
@@ -62,7 +62,7 @@ def check_space(needed: dict[str, int], places: dict[str, tuple[str, str]]) -> N
 def preflight(
     embedder: Embedder,
     lance: LanceStore,
-    libsql: LibsqlStore,
+    libsql: SystemOfRecord,
     *,
     memories=None,
     staging: Path | None = None,
@@ -71,9 +71,9 @@ def preflight(
     """Raise StoreUnavailable unless the model and both stores can take the run's writes."""
     dim = embedder.dim  # loads the model
     lance.probe()
-    (retry or RetryPolicy()).call(libsql.probe, "taking the LibSQL write lock")
+    (retry or RetryPolicy()).call(libsql.probe, "opening a write transaction on the system of record")
     if memories is not None:
-        places = {"lancedb": (lance.uri, "AGENTMEM_LANCEDB_URI"), "libsql": (libsql.pool.url, "AGENTMEM_LIBSQL_URL")}
+        places = {"lancedb": (lance.uri, "AGENTMEM_LANCEDB_URI"), "libsql": (libsql.url, "AGENTMEM_DATABASE_URL")}
         if staging is not None:
             places["staging"] = (str(staging), "AGENTMEM_HOME")
         check_space(bytes_needed(memories, dim), places)

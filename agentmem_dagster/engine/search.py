@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .embedding import Embedder
 from .lance_store import LanceStore, scope_filter
-from .libsql_store import LibsqlStore
+from .record_store import SystemOfRecord
 from .records import timestamp_micros
 
 MAX_QUERY_CHARS = 10_000
@@ -64,7 +64,7 @@ def reciprocal_rank_fusion(*rankings: list[str], k: int = RRF_K) -> list[tuple[s
 def search(
     embedder: Embedder,
     lance: LanceStore,
-    libsql: LibsqlStore,
+    libsql: SystemOfRecord,
     query: str,
     *,
     user_id: str,
@@ -145,7 +145,7 @@ def _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k) -> SearchRe
     return _hydrate(libsql, ranked, user_id, k)
 
 
-def _hydrate(libsql: LibsqlStore, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
+def _hydrate(libsql: SystemOfRecord, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
     """Hits for the ranked chunk rows, from LibSQL's full rows; rows it lacks are dropped."""
     from .lifecycle import now_us
 

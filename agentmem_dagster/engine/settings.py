@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .record_store import AUTH_TOKEN_SETTING, LEGACY_SETTING, SETTING, store_kind
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -15,10 +17,22 @@ class Settings:
     home: Path
     landing: Path
     lancedb_uri: str
-    libsql_url: str
+    database_url: str  # the system of record: a LibSQL file or URL, or a postgresql:// URL
     embed_model: str
     embed_model_path: str | None
     partitions_start: str
+    database_auth_token: str | None = None  # for libsql:// servers
+    database_url_setting: str = SETTING  # the variable the URL came from (AGENTMEM_LIBSQL_URL still accepted)
+
+    @property
+    def libsql_url(self) -> str:
+        """The system of record's URL (its name from when it could only be LibSQL)."""
+        return self.database_url
+
+    @property
+    def database_kind(self) -> str:
+        """`libsql` or `postgres`."""
+        return store_kind(self.database_url)
 
     @property
     def staging(self) -> Path:
@@ -29,12 +43,16 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         home = Path(env.get("AGENTMEM_HOME") or "./.agentmem").absolute()
+        database_url = env.get(SETTING) or env.get(LEGACY_SETTING) or str(home / "memories.db")
+        store_kind(database_url)  # BadDatabaseUrl, one line, for a URL naming no system of record
         return cls(
             home=home,
             landing=Path(env.get("AGENTMEM_LANDING") or home / "landing").absolute(),
             lancedb_uri=env.get("AGENTMEM_LANCEDB_URI") or str(home / "lancedb"),
-            libsql_url=env.get("AGENTMEM_LIBSQL_URL") or str(home / "memories.db"),
+            database_url=database_url,
             embed_model=env.get("AGENTMEM_EMBED_MODEL") or DEFAULT_MODEL,
             embed_model_path=env.get("AGENTMEM_EMBED_MODEL_PATH") or None,
             partitions_start=env.get("AGENTMEM_PARTITIONS_START") or "2020-01-01",
+            database_auth_token=env.get(AUTH_TOKEN_SETTING) or None,
+            database_url_setting=LEGACY_SETTING if env.get(LEGACY_SETTING) and not env.get(SETTING) else SETTING,
         )

@@ -27,14 +27,13 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from .errors import StoreUnavailable, detail
+from .errors import StoreError, StoreUnavailable, detail
 from .lance_store import LanceStore
-from .libsql_store import LibsqlStore
+from .record_store import SystemOfRecord
 
+# Errors of the systems of record reach here classified (errors.StoreError); these markers are
+# for the vector store, whose errors carry no class or code to tell them by.
 TRANSIENT_MARKERS = (
-    "database is locked",
-    "database table is locked",
-    "sqlite_busy",
     "busy",
     "commit conflict",  # LanceDB: "[Retryable] commit conflict for version N: ... Please retry."
     "retryable",
@@ -47,7 +46,7 @@ TRANSIENT_MARKERS = (
 
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: lock contention and optimistic-commit conflicts."""
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, StoreError):  # classified by the store's adapter
         return exc.transient
     if isinstance(exc, LeaseLost):
         return False
@@ -106,7 +105,7 @@ class LanceSink(_VersionedSink):
 
 @dataclass
 class LibsqlSink(_VersionedSink):
-    store: LibsqlStore
+    store: SystemOfRecord
     name = "libsql"
 
     def write(self, batch: Batch) -> None:
@@ -139,7 +138,7 @@ class DayLease:
     one run (same ingest_id), is renewed as batches are written, and does not outlive a
     dead process on this host or its expiry elsewhere."""
 
-    store: LibsqlStore
+    store: SystemOfRecord
     days: Sequence[str]
     ingest_id: str
     holder: str
@@ -394,7 +393,7 @@ def write_one_store(
     run_sinks: Sequence[Sink],
     batches: Iterable[Batch],
     *,
-    libsql: LibsqlStore,
+    libsql: SystemOfRecord,
     ingest_id: str,
     lease: DayLease | None = None,
     on_batch: Callable[[Batch], None] | None = None,
