@@ -121,3 +121,42 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"{why}\n{reason}"
+
+
+# A real S3-compatible server (SeaweedFS, tests/s3server.py), one per test session, started
+# on first use; a test that asks for `s3` gets the AWS_* variables set and a fresh prefix.
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    from tests import s3server
+
+    server = s3server.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+class S3Place:
+    """The server, and a prefix of the bucket no other test uses."""
+
+    def __init__(self, server, prefix: str):
+        self.server = server
+        self.prefix = prefix
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.server.bucket}/{self.prefix}", *parts])
+
+    def keys(self, under: str = "") -> list[str]:
+        """The object keys under this test's prefix (and `under`), relative to it."""
+        from tests import s3server
+
+        client, root = s3server.client(self.server), f"{self.prefix}/{under}".rstrip("/") + "/"
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.server.bucket, Prefix=root)
+        return sorted(o["Key"][len(self.prefix) + 1:] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    import uuid
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return S3Place(s3_server, f"{request.node.name.split('[')[0][:40]}-{uuid.uuid4().hex[:8]}")

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from .chunking import CHUNK_SCHEMA
 from .errors import StoreUnavailable, explain, explained, local_path
+from .objstore import S3Settings, is_object_uri, require_conditional_put
 
 # Columns kept in LanceDB: what search filters on and shows, besides the vector.
 LANCE_COLUMNS = [
@@ -88,6 +89,8 @@ class LanceStore:
     def __init__(self, uri: str, table_name: str = "memories", model=None):
         self.uri = uri
         self.model = model
+        # s3://bucket/prefix: endpoint and keys from the AWS_* variables
+        self.storage_options = S3Settings.from_env().lance_options() if is_object_uri(uri) else None
         self._table_name = table_name if model is None else None
         self._db = None
         self._table = None
@@ -117,14 +120,18 @@ class LanceStore:
         if self._db is None:
             import lancedb
 
+            if self.storage_options is not None:
+                # Lance commits with If-None-Match: *; a server that ignores it loses rows silently
+                require_conditional_put(self.uri)
             with explained(lambda exc: self.explain(exc, "cannot be opened or reached")):
-                db = lancedb.connect(self.uri, session=self.session)
+                db = lancedb.connect(self.uri, session=self.session, storage_options=self.storage_options)
                 db.list_tables()  # reach the storage now rather than at the first write
             self._db = db
         return self._db
 
     def probe(self) -> None:
-        """Open the database and, when it is a local directory, write a block there and remove it."""
+        """Open the database (in object storage, after proving the server honours conditional
+        PUT) and, when it is a local directory, write a block there and remove it."""
         _ = self.db  # opening it is the first probe
         path = local_path(self.uri)
         if path is not None:
@@ -372,7 +379,10 @@ class LanceStore:
             from lancedb.background_loop import LOOP
 
             async def open_table():
-                db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0), session=self.session)
+                db = await lancedb.connect_async(
+                    self.uri, read_consistency_interval=timedelta(0), session=self.session,
+                    storage_options=self.storage_options,
+                )
                 return await db.open_table(info["name"])
 
             self._async_table = LOOP.run(open_table())
@@ -470,7 +480,7 @@ class LanceStore:
         rewritten = 0
         with explained(self.explain):
             for table in self._all_tables():
-                dataset = lance.dataset(f"{self.uri.rstrip('/')}/{table.name}.lance")
+                dataset = lance.dataset(f"{self.uri.rstrip('/')}/{table.name}.lance", storage_options=self.storage_options)
                 metrics = dataset.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
                 rewritten += metrics.fragments_removed
                 table.checkout_latest()
