@@ -3,6 +3,7 @@ conditional-PUT probe, and the LanceDB store's contract on `s3://` as on a local
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import subprocess
 import sys
@@ -229,3 +230,71 @@ def test_s3server_cli_prints_exports_and_stop_leaves_nothing_running(tmp_path):
     assert db.list_tables().tables == []
     subprocess.run([sys.executable, "tests/s3server.py", "stop", str(tmp_path)], check=True)
     assert not server.alive()
+
+
+# --------------------------------------------------------------------------- op outputs in object storage
+
+RUN_MULTIPROCESS = """
+import json, sys
+import dagster as dg
+from agentmem_dagster.cli import ingest_job
+from agentmem_dagster.engine.settings import Settings
+from agentmem_dagster.runs import plan_runs
+
+settings = Settings.from_env()
+with dg.DagsterInstance.get() as instance:
+    (plan,) = plan_runs(instance, settings.landing, sys.argv[1:])
+    result = dg.execute_job(
+        dg.reconstructable(ingest_job), instance=instance, tags=plan.tags, raise_on_error=False,
+        run_config={**plan.run_config, "execution": {"config": {"in_process": False}}},  # a process per step
+    )
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    print(json.dumps({"success": result.success, "run_id": result.run_id, "steps": sorted(steps)}))
+"""
+
+
+def test_a_multiprocess_run_with_staging_and_lancedb_on_s3_leaves_no_staged_file_on_disk(agentmem_home, s3, tmp_path, monkeypatch):
+    from agentmem_dagster.engine.lifecycle import Scope, scrub_staging
+    from agentmem_dagster.engine.memory import MemoryEngine
+    from agentmem_dagster.engine.parquet import read_table
+    from agentmem_dagster.engine.settings import Settings
+    from agentmem_dagster.resources.staging import drop_run_outputs
+    from tests.conftest import memory, write_landing
+
+    monkeypatch.setenv("AGENTMEM_STAGING_URI", s3.uri("staging"))
+    monkeypatch.setenv("AGENTMEM_LANCEDB_URI", s3.uri("lancedb"))
+    days = [DAY, DAY2]
+    for day in days:
+        write_landing(agentmem_home / "landing", day, [
+            memory(f"{day}-{i}", f"u{i % 2}", f"note {i} of {day}: the invoices move to the new cluster", day)
+            for i in range(30)
+        ])
+    proc = subprocess.run([sys.executable, "-c", RUN_MULTIPROCESS, *days], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["success"], proc.stderr[-3000:]
+    assert {"raw_memories", "write_lancedb", "write_libsql"} <= {s.split(".")[-1].split("[")[0] for s in out["steps"]}
+
+    engine = MemoryEngine.from_env()
+    try:
+        assert engine.stats(days)["memories"] == 60
+        assert sorted(engine.lance.chunk_ids(days)) == sorted(engine.libsql.chunk_ids(days)) and len(engine.lance.chunk_ids(days)) == 60
+    finally:
+        engine.close()
+
+    # every staged file and op output is in the bucket, none on local disk
+    keys = s3.keys("staging")
+    for asset in ("raw_memories", "memory_embeddings"):
+        assert {f"staging/{asset}/{day}.parquet" for day in days} <= set(keys)
+    assert any(k.startswith(f"staging/runs/{out['run_id']}/") and k.endswith(".json") for k in keys)
+    local = [p for p in tmp_path.rglob("*") if p.is_file() and (p.suffix in (".parquet", ".json") or "staging" in p.parts)]
+    assert local == []
+    assert not (agentmem_home / "staging").exists()
+
+    # forget scrubs the staged files in the bucket; a finished run's op outputs are dropped from it
+    settings = Settings.from_env()
+    assert scrub_staging(settings.staging, Scope("u0"))["files"] == 2 * len(days)
+    remaining = read_table(settings.staging / "raw_memories" / f"{DAY}.parquet")
+    assert remaining.num_rows == 15 and set(remaining["user_id"].to_pylist()) == {"u1"}
+    drop_run_outputs(str(settings.staging), out["run_id"])
+    assert not [k for k in s3.keys("staging") if k.startswith(f"staging/runs/{out['run_id']}/") and not k.endswith("/")]

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .objstore import ObjectPath, location
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -19,11 +21,13 @@ class Settings:
     embed_model: str
     embed_model_path: str | None
     partitions_start: str
+    staging_uri: str = ""  # empty: $AGENTMEM_HOME/staging
 
     @property
-    def staging(self) -> Path:
-        """Where the pipeline keeps its intermediate tables (one Parquet file per asset and day)."""
-        return self.home / "staging"
+    def staging(self) -> Path | ObjectPath:
+        """Where the pipeline keeps its intermediate tables (one Parquet file per asset and day)
+        and the steps' outputs: a local directory, or `s3://bucket/prefix` (AGENTMEM_STAGING_URI)."""
+        return location(self.staging_uri) if self.staging_uri else self.home / "staging"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -37,4 +41,5 @@ class Settings:
             embed_model=env.get("AGENTMEM_EMBED_MODEL") or DEFAULT_MODEL,
             embed_model_path=env.get("AGENTMEM_EMBED_MODEL_PATH") or None,
             partitions_start=env.get("AGENTMEM_PARTITIONS_START") or "2020-01-01",
+            staging_uri=env.get("AGENTMEM_STAGING_URI") or "",
         )
