@@ -160,3 +160,12 @@ def s3(s3_server, monkeypatch, request):
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return S3Place(s3_server, f"{request.node.name.split('[')[0][:40]}-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def lance_uri(request, tmp_path):
+    """A LanceDB location: a local directory, then a prefix of the bucket on SeaweedFS (the
+    store's contract holds on both)."""
+    if request.param == "local":
+        return str(tmp_path / "lance")
+    return request.getfixturevalue("s3").uri("lance")

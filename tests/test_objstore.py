@@ -82,13 +82,6 @@ def test_the_probe_runs_once_per_process_and_bucket(s3, monkeypatch):
 # --------------------------------------------------------------------------- the store's contract
 
 
-@pytest.fixture(params=["local", "s3"])
-def lance_uri(request, tmp_path):
-    if request.param == "local":
-        return str(tmp_path / "lance")
-    return request.getfixturevalue("s3").uri("lance")
-
-
 def test_writes_versions_and_rollback(lance_uri, embedder):
     store = LanceStore(lance_uri)
     first, second = embedded(embedder, 40, "a"), embedded(embedder, 30, "b")
