@@ -129,7 +129,7 @@ def pytest_runtest_makereport(item, call):
 def s3_server(tmp_path_factory):
     from tests import s3server
 
-    server = s3server.start(tmp_path_factory.mktemp("seaweedfs"))
+    server = s3server.start(tmp_path_factory.mktemp("seaweedfs"), die_with_parent=True)
     yield server
     server.stop()
 

@@ -117,8 +117,16 @@ def command(directory: Path, bucket: str, ports: list[int], config: Path) -> lis
     ]
 
 
-def start(directory: str | Path, bucket: str = "agentmem", timeout: float = 60) -> SeaweedFS:
-    """Start SeaweedFS with its data under `directory`; return once S3 answers with `bucket`."""
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start(directory: str | Path, bucket: str = "agentmem", timeout: float = 60, die_with_parent: bool = False) -> SeaweedFS:
+    """Start SeaweedFS with its data under `directory`; return once S3 answers with `bucket`.
+    With `die_with_parent` (the tests), the server goes when this process goes, however it ends."""
     directory = Path(directory).absolute()
     (directory / "data").mkdir(parents=True, exist_ok=True)
     config = directory / "s3.json"
@@ -132,6 +140,7 @@ def start(directory: str | Path, bucket: str = "agentmem", timeout: float = 60) 
     process = subprocess.Popen(
         command(directory, bucket, ports, config), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
     )
     server = SeaweedFS(str(directory), process.pid, ports[6], bucket)
     (directory / STATE).write_text(json.dumps(asdict(server)), encoding="utf-8")

@@ -23,6 +23,7 @@ from agentmem_dagster.engine.objstore import (
     S3Settings,
     conditional_puts,
     judge,
+    recently_verified,
     require_conditional_put,
 )
 from tests.test_writer import memories
@@ -44,9 +45,9 @@ def embedded(embedder, n: int, prefix: str, day: str = DAY) -> pa.Table:
 
 
 def test_of_many_concurrent_conditional_puts_of_one_new_key_exactly_one_wins(s3):
-    for _ in range(3):  # a new key each round
-        outcome = conditional_puts(s3.uri(), writers=24)
-        assert outcome == {"writers": 24, "won": 1, "refused": 23, "late": "refused"}
+    for _ in range(2):  # a new key each round
+        outcome = conditional_puts(s3.uri(), writers=16)
+        assert outcome == {"writers": 16, "won": 1, "refused": 15, "late": "refused"}
         judge(outcome, "SeaweedFS")  # trusted
     assert s3.keys() == []  # the probe leaves nothing behind
 
@@ -63,7 +64,15 @@ def test_a_server_that_ignores_the_header_is_caught(s3):
             judge({"writers": 8, "won": won, "refused": 8 - won, "late": late}, "the server")
 
 
-def test_lancedb_on_a_bucket_it_cannot_reach_fails_in_one_line_naming_the_settings(s3, monkeypatch):
+@pytest.fixture
+def untrusted(monkeypatch):
+    """This process has trusted no bucket yet."""
+    from agentmem_dagster.engine import objstore
+
+    monkeypatch.setattr(objstore, "_trusted", set())
+
+
+def test_lancedb_on_a_bucket_it_cannot_reach_fails_in_one_line_naming_the_settings(s3, monkeypatch, untrusted):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     store = LanceStore(s3.uri("lance"))
     with pytest.raises(StoreUnavailable) as info:
@@ -72,9 +81,20 @@ def test_lancedb_on_a_bucket_it_cannot_reach_fails_in_one_line_naming_the_settin
     assert "\n" not in message and "cannot be probed" in message and "AWS_SECRET_ACCESS_KEY" in message
 
 
-def test_the_probe_runs_once_per_process_and_bucket(s3, monkeypatch):
+def test_the_probe_runs_once_per_process_and_bucket_and_its_success_is_recorded_for_an_hour(s3, monkeypatch, untrusted):
+    from agentmem_dagster.engine import objstore
+
+    settings = S3Settings.from_env()
+    assert not recently_verified(s3.uri("a"), settings)
     require_conditional_put(s3.uri("a"))
-    # trusted now: even with keys that would fail, no second probe is made for this bucket
+    assert recently_verified(s3.uri("a"), settings) and not recently_verified(s3.uri("a"), settings, ttl_s=0)
+    assert s3.keys() == ["a/.agentmem-probe/verified"]  # the race's key is gone, the record stays
+
+    # another process (here: this one, forgetting) trusts the record and races no writers
+    monkeypatch.setattr(objstore, "_trusted", set())
+    monkeypatch.setattr(objstore, "conditional_puts", lambda *a, **k: pytest.fail("probed again"))
+    require_conditional_put(s3.uri("a"))
+    # and this process trusts the bucket now: even keys that would fail are not tried again
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     require_conditional_put(s3.uri("b"))
 

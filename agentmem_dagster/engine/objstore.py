@@ -88,7 +88,13 @@ class S3Settings:
         return fs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None})
 
     def boto3(self):
-        """A boto3 S3 client with these settings (no retries: the probe counts every answer)."""
+        """This process's boto3 S3 client for these settings (no retries: the probe counts every answer)."""
+        with _filesystems_lock:
+            if self not in _clients:
+                _clients[self] = self._boto3()
+            return _clients[self]
+
+    def _boto3(self):
         import boto3
         from botocore.config import Config
 
@@ -101,6 +107,7 @@ class S3Settings:
 
 
 _filesystems: dict[S3Settings, object] = {}
+_clients: dict[S3Settings, object] = {}
 _filesystems_lock = threading.Lock()
 
 
@@ -314,23 +321,63 @@ def judge(outcome: dict, where: str) -> None:
 
 _trusted: set[tuple[str | None, str]] = set()
 _trusted_lock = threading.Lock()
+# A probe's success is recorded beside the table (`<prefix>/.agentmem-probe/verified`) and
+# trusted by every process for this long: on SeaweedFS the refused writers of a race wait for
+# one another (about a second each beyond the first few), so the probe costs seconds, which
+# each step process of a run would otherwise pay again. Ages are read on the server's clock.
+VERIFIED_TTL_S = 3600
+
+
+def _verified_key(uri: str) -> tuple[str, str]:
+    bucket, prefix = split(uri)
+    return bucket, "/".join(p for p in (prefix, ".agentmem-probe/verified") if p)
+
+
+def recently_verified(uri: str, settings: S3Settings, ttl_s: float = VERIFIED_TTL_S) -> bool:
+    """A probe of this location succeeded less than `ttl_s` ago (by the server's clock)."""
+    import email.utils
+
+    import botocore.exceptions
+
+    bucket, key = _verified_key(uri)
+    try:
+        answer = settings.boto3().head_object(Bucket=bucket, Key=key)
+        now = email.utils.parsedate_to_datetime(answer["ResponseMetadata"]["HTTPHeaders"]["date"])
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, KeyError, TypeError, ValueError):
+        return False
+    return 0 <= (now - answer["LastModified"]).total_seconds() < ttl_s
+
+
+def _record_verified(uri: str, settings: S3Settings, outcome: dict) -> None:
+    import json
+
+    import botocore.exceptions
+
+    bucket, key = _verified_key(uri)
+    try:
+        settings.boto3().put_object(Bucket=bucket, Key=key, Body=json.dumps(outcome).encode())
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        pass  # not allowed to write there: each process probes for itself
 
 
 def require_conditional_put(uri: str, settings: S3Settings | None = None) -> None:
-    """Probe the bucket of `uri` once per process (per endpoint and bucket); raise
-    StoreUnavailable (one line) when the server is unreachable or ignores conditional PUT."""
+    """Probe the location `uri` unless this process has trusted its bucket already or a probe
+    there succeeded within VERIFIED_TTL_S; raise StoreUnavailable (one line) when the server
+    is unreachable or ignores conditional PUT."""
     settings = settings or S3Settings.from_env()
     bucket, _ = split(uri)
     where = f"{settings.endpoint or 'AWS S3'} (bucket {bucket})"
     with _trusted_lock:
         if (settings.endpoint, bucket) in _trusted:
             return
-        try:
-            outcome = conditional_puts(uri, settings=settings)
-        except Exception as exc:  # noqa: BLE001 - any failure to probe is a store that cannot be trusted
-            raise StoreUnavailable(
-                f"the object store at {where} cannot be probed ({detail(exc)}): check AGENTMEM_LANCEDB_URI "
-                "and the AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)."
-            ) from None
-        judge(outcome, where)
+        if not recently_verified(uri, settings):
+            try:
+                outcome = conditional_puts(uri, settings=settings)
+            except Exception as exc:  # noqa: BLE001 - any failure to probe is a store that cannot be trusted
+                raise StoreUnavailable(
+                    f"the object store at {where} cannot be probed ({detail(exc)}): check AGENTMEM_LANCEDB_URI "
+                    "and the AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)."
+                ) from None
+            judge(outcome, where)
+            _record_verified(uri, settings, outcome)
         _trusted.add((settings.endpoint, bucket))
