@@ -311,3 +311,35 @@ def test_a_multiprocess_run_with_staging_and_lancedb_on_s3_leaves_no_staged_file
     assert remaining.num_rows == 15 and set(remaining["user_id"].to_pylist()) == {"u1"}
     drop_run_outputs(str(settings.staging), out["run_id"])
     assert not [k for k in s3.keys("staging") if k.startswith(f"staging/runs/{out['run_id']}/") and not k.endswith("/")]
+
+
+def test_agentmem_ingest_search_stats_and_forget_with_both_on_s3(agentmem_home, s3, monkeypatch):
+    """What a user does against the cluster's object store, as commands in their own processes."""
+    from tests.conftest import memory, write_landing
+    from tests.test_cli import run
+
+    monkeypatch.setenv("AGENTMEM_STAGING_URI", s3.uri("staging"))
+    monkeypatch.setenv("AGENTMEM_LANCEDB_URI", s3.uri("lancedb"))
+    write_landing(agentmem_home / "landing", DAY, [
+        memory("a1", "u_ann", "Ann's cat is called Miso and loves tuna", DAY),
+        memory("b1", "u_ben", "Ben's cat is called Pixel and loves tuna", DAY),
+    ])
+    out = json.loads(run("ingest", "--partition", DAY, "--json").stdout)
+    assert (out["status"], out["memories"], out["lancedb_rows"], out["libsql_rows"]) == ("SUCCESS", 2, 2, 2)
+    hits = json.loads(run("search", "cat tuna", "--user", "u_ann", "--json").stdout)
+    assert [h["memory_id"] for h in hits] == ["a1"]
+    stats = json.loads(run("stats", "--json").stdout)
+    assert (stats["memories"], stats["lancedb_rows"], stats["consistent"]) == (2, 2, True)
+    keys = s3.keys()
+    assert f"staging/raw_memories/{DAY}.parquet" in keys and any(k.startswith("lancedb/memories") for k in keys)
+    assert not any(k.startswith(f"staging/runs/{out['run_id']}/") and not k.endswith("/") for k in keys)  # cleaned up
+
+    gone = json.loads(run("forget", "--user", "u_ann", "--json").stdout)
+    assert gone["memories"] == 1
+    assert json.loads(run("search", "cat tuna", "--user", "u_ann", "--json").stdout) == []
+    from agentmem_dagster.engine.objstore import ObjectPath
+    from agentmem_dagster.engine.parquet import read_table
+
+    staged = read_table(ObjectPath(s3.uri("staging", "raw_memories", f"{DAY}.parquet")))
+    assert staged["user_id"].to_pylist() == ["u_ben"]  # scrubbed in the bucket
+    assert not (agentmem_home / "staging").exists() and not (agentmem_home / "lancedb").exists()
