@@ -33,8 +33,8 @@ def build_resources(settings: Settings | None = None) -> dict:
             model_path=_env("AGENTMEM_EMBED_MODEL_PATH", None),
         ),
         "libsql": LibSQLResource(url=_env("AGENTMEM_LIBSQL_URL", settings.libsql_url)),
-        "staging": Staging(base_dir=str(settings.staging)),
-        "io_manager": StagingIOManager(base_dir=str(settings.staging)),
+        "staging": Staging(base_dir=_env("AGENTMEM_STAGING_URI", str(settings.staging))),
+        "io_manager": StagingIOManager(base_dir=_env("AGENTMEM_STAGING_URI", str(settings.staging))),
     }
 
 
