@@ -343,3 +343,13 @@ def test_agentmem_ingest_search_stats_and_forget_with_both_on_s3(agentmem_home, 
     staged = read_table(ObjectPath(s3.uri("staging", "raw_memories", f"{DAY}.parquet")))
     assert staged["user_id"].to_pylist() == ["u_ben"]  # scrubbed in the bucket
     assert not (agentmem_home / "staging").exists() and not (agentmem_home / "lancedb").exists()
+
+
+@pytest.mark.parametrize("value", ["gs://bucket/staging", "s3://", "s3:///no-bucket"])
+def test_a_staging_uri_that_is_neither_a_directory_nor_s3_is_refused_in_one_line(agentmem_home, monkeypatch, value):
+    from tests.test_cli import run
+
+    monkeypatch.setenv("AGENTMEM_STAGING_URI", value)
+    proc = run("stats", "--json", check=False)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "AGENTMEM_STAGING_URI" in proc.stderr and "Traceback" not in proc.stderr

@@ -240,7 +240,11 @@ def location(value) -> Path | ObjectPath:
     """A staged file's or directory's location: an ObjectPath for `s3://`, else a local Path."""
     if isinstance(value, (Path, ObjectPath)):
         return value
-    return ObjectPath(str(value)) if is_object_uri(value) else Path(value)
+    if is_object_uri(value):
+        return ObjectPath(str(value))
+    if "://" in str(value):
+        raise ValueError(f"{value!r} is neither a local directory nor an s3:// URI")
+    return Path(value)
 
 
 def open_parquet_args(path) -> tuple[str, object | None]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import StoreUnavailable
 from .objstore import ObjectPath, location
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -41,5 +42,14 @@ class Settings:
             embed_model=env.get("AGENTMEM_EMBED_MODEL") or DEFAULT_MODEL,
             embed_model_path=env.get("AGENTMEM_EMBED_MODEL_PATH") or None,
             partitions_start=env.get("AGENTMEM_PARTITIONS_START") or "2020-01-01",
-            staging_uri=env.get("AGENTMEM_STAGING_URI") or "",
+            staging_uri=_staging_uri(env.get("AGENTMEM_STAGING_URI") or ""),
         )
+
+
+def _staging_uri(value: str) -> str:
+    """AGENTMEM_STAGING_URI as given, once known to name a directory or an s3:// location."""
+    try:
+        location(value) if value else None
+    except ValueError as exc:
+        raise StoreUnavailable(f"AGENTMEM_STAGING_URI: {exc} (e.g. s3://bucket/prefix, with the AWS_* variables).") from None
+    return value
