@@ -78,7 +78,7 @@ def test_lancedb_on_a_bucket_it_cannot_reach_fails_in_one_line_naming_the_settin
     with pytest.raises(StoreUnavailable) as info:
         store.probe()
     message = str(info.value)
-    assert "\n" not in message and "cannot be probed" in message and "AWS_SECRET_ACCESS_KEY" in message
+    assert "\n" not in message and "cannot be opened or reached" in message and "AWS_SECRET_ACCESS_KEY" in message
 
 
 def test_the_probe_runs_once_per_process_and_bucket_and_its_success_is_recorded_for_an_hour(s3, monkeypatch, untrusted):

@@ -52,7 +52,8 @@ class S3Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> S3Settings:
         env = os.environ if env is None else env
         return cls(
-            endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            # AWS's own names, then object_store's (what Lance alone would read)
+            endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT") or None,
             access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             session_token=env.get("AWS_SESSION_TOKEN") or None,
@@ -306,8 +307,8 @@ def conditional_puts(uri: str, writers: int = PROBE_WRITERS, *, conditional: boo
     finally:
         try:
             client.delete_object(Bucket=bucket, Key=key)
-        except botocore.exceptions.BotoCoreError:
-            pass
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            pass  # what the race failed with, if anything, is the news
     return {"writers": writers, "won": answers.count("won"), "refused": answers.count("refused"), "late": late}
 
 
@@ -379,8 +380,9 @@ def require_conditional_put(uri: str, settings: S3Settings | None = None) -> Non
                 outcome = conditional_puts(uri, settings=settings)
             except Exception as exc:  # noqa: BLE001 - any failure to probe is a store that cannot be trusted
                 raise StoreUnavailable(
-                    f"the object store at {where} cannot be probed ({detail(exc)}): check AGENTMEM_LANCEDB_URI "
-                    "and the AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)."
+                    f"LanceDB {uri!r} cannot be opened or reached (probing {where}: {detail(exc)}): check "
+                    "AGENTMEM_LANCEDB_URI and the AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY, AWS_REGION)."
                 ) from None
             judge(outcome, where)
             _record_verified(uri, settings, outcome)
