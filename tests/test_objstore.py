@@ -204,6 +204,7 @@ def test_four_processes_appending_to_one_s3_table_lose_nothing(s3):
     expected = {f"w{w}-{b}-{i}" for w in range(writers) for b in range(batches) for i in range(rows)}
     assert len(ids) == len(expected) == writers * batches * rows and set(ids) == expected
     assert len(store.table().list_versions()) >= writers * batches  # a commit each, none overwritten
+    assert "lance/.agentmem-create/memories" in s3.keys()  # one process claimed the creation
 
 
 def test_staged_objects_behave_like_paths(s3):

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from .chunking import CHUNK_SCHEMA
 from .errors import StoreUnavailable, explain, explained, local_path
-from .objstore import S3Settings, is_object_uri, require_conditional_put
+from .objstore import S3Settings, claim, is_object_uri, require_conditional_put
 
 # Columns kept in LanceDB: what search filters on and shows, besides the vector.
 LANCE_COLUMNS = [
@@ -239,13 +239,35 @@ class LanceStore:
                 if name is None:
                     return None
                 if dim is not None:  # opens it when another thread or process created it first
-                    self._table = self.db.create_table(name, schema=lance_schema(dim, self.model), exist_ok=True)
+                    self._table = self._create(name, dim)
                     self._table_name = name
                 elif name in self.db.list_tables().tables:
                     self._table = self.db.open_table(name)
                     self._table_name = name
                     self._adopted = self.model is not None and self._info(name)["model"] is None
         return self._table
+
+    def _create(self, name: str, dim: int, wait_s: float = 60.0):
+        """Create the table, or open it when another process has. In object storage, processes
+        that find it absent at once must not all create it: Lance commits a creation as an
+        overwrite, and a second one, retried on top of the first, empties the table (seen: 4
+        processes appending to a new table, one append refused as "incompatible with concurrent
+        transaction Overwrite"). So one process claims the creation with a conditional PUT
+        (the probe proved the server honours it) and the others wait for the table to open."""
+        schema = lance_schema(dim, self.model)
+        if self.storage_options is None:
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+        with explained(self.explain):
+            if name not in self.db.list_tables().tables and claim(f"{self.uri.rstrip('/')}/.agentmem-create/{name}"):
+                return self.db.create_table(name, schema=schema, exist_ok=True)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    return self.db.open_table(name)
+                except (ValueError, RuntimeError, OSError):  # not committed yet
+                    if time.monotonic() > deadline:  # the claimant died before creating it
+                        return self.db.create_table(name, schema=schema, exist_ok=True)
+                    time.sleep(0.2)
 
     def write(self, chunks: pa.Table, ingest_id: str) -> int:
         """Append a batch of chunks (with `vector`), stamped with `ingest_id`. Rows of earlier

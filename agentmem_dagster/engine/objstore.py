@@ -258,6 +258,22 @@ def open_parquet_args(path) -> tuple[str, object | None]:
 # --------------------------------------------------------------------------- the probe
 
 
+def claim(uri: str, settings: S3Settings | None = None) -> bool:
+    """Create the object `uri` unless it exists (If-None-Match: *): True for the one caller of
+    many that created it."""
+    import botocore.exceptions
+
+    settings = settings or S3Settings.from_env()
+    bucket, key = split(uri)
+    try:
+        settings.boto3().put_object(Bucket=bucket, Key=key, Body=b"", IfNoneMatch="*")
+    except botocore.exceptions.ClientError as exc:
+        if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            return False
+        raise
+    return True
+
+
 class ConditionalPutIgnored(StoreUnavailable):
     """The server let more than one conditional PUT of a new key win (or none)."""
 
