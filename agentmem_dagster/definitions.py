@@ -37,8 +37,8 @@ def build_resources(settings: Settings | None = None) -> dict:
             url=_env(settings.database_url_setting, settings.database_url),
             auth_token=_env("AGENTMEM_DATABASE_AUTH_TOKEN", None),
         ),
-        "staging": Staging(base_dir=str(settings.staging)),
-        "io_manager": StagingIOManager(base_dir=str(settings.staging)),
+        "staging": Staging(base_dir=_env("AGENTMEM_STAGING_URI", str(settings.staging))),
+        "io_manager": StagingIOManager(base_dir=_env("AGENTMEM_STAGING_URI", str(settings.staging))),
     }
 
 

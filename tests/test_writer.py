@@ -346,14 +346,15 @@ def test_threads_of_one_process_take_turns_instead_of_deadlocking(tmp_path):
     pool.close()
 
 
-def test_concurrent_writers_and_a_compaction_on_one_lancedb_table_conflict_and_are_retried(tmp_path, embedder):
+def test_concurrent_writers_and_a_compaction_on_one_lancedb_table_conflict_and_are_retried(lance_uri, embedder):
     """Four runs replace their day in one LanceDB table at once (merge_insert batches, then
     delete of the old rows) while the table is compacted. LanceDB 0.40 resolves the conflicts of
     merge_insert, add and delete itself (here the writers never saw one); those it hands back,
     here to the compaction ("Retryable commit conflict for version N: This Rewrite transaction
     was preempted by concurrent transaction Delete ... Please retry."), RetryPolicy recognises
-    and retries. Nothing surfaces, and every row is present once."""
-    uri = str(tmp_path / "lance")
+    and retries. Nothing surfaces, and every row is present once. The same on a local
+    directory and in object storage (SeaweedFS)."""
+    uri = lance_uri
     days = [f"2024-06-0{i}" for i in range(1, 5)]
     new = {day: memories(60, prefix=f"new-{day}-", day=day) for day in days}
     embedded = {day: with_vectors(c, embedder.embed(c["text"].to_pylist()))

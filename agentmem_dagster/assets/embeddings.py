@@ -6,15 +6,14 @@ vectors back into one file per day. No step holds more than a batch of chunks an
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from ..engine.chunking import embedded_schema
 from ..engine.embedding import EmbeddingCache
 from ..engine.ingest import chunked_and_embedded
-from ..engine.parquet import DayFiles, Shard, ShardPart, read_batches, write_parquet
+from ..engine.objstore import location
+from ..engine.parquet import DayFiles, Shard, ShardPart, read_batches, read_metadata, read_schema, write_parquet
 from ..resources import EmbedderResource, LibSQLResource, Staging
 from .metadata import add_day_metadata, peak_rss_mb, preview, with_chars
 from .partitions import memory_days, single_run_backfill
@@ -94,15 +93,15 @@ def gather_shards(
 ) -> dg.Output[DayFiles]:
     embeddings = staging.day_files(context.asset_key_for_output(), context.partition_keys)
     shards = sorted(shards, key=lambda shard: shard.index)
-    schema = pq.read_schema(shards[0].files[0][1])
+    schema = read_schema(location(shards[0].files[0][1]))
     files = [file for shard in shards for file in shard.files]
     by_day = {}
     for day, path in embeddings.paths.items():
-        parts = [Path(part) for part_day, part in files if part_day == day]
+        parts = [location(part) for part_day, part in files if part_day == day]
         if len(parts) == 1:  # the day fit in one shard (a range of small days): its file as it is
             path.parent.mkdir(parents=True, exist_ok=True)
             parts[0].replace(path)
-            rows = pq.read_metadata(path).num_rows
+            rows = read_metadata(path).num_rows
         else:
             rows = write_parquet(path, schema, (batch for part in parts for batch in read_batches(part)))
         by_day[day] = {

@@ -2,7 +2,6 @@
 the retention asset that removes expired memories on a schedule. Each op body is one call
 into engine/lifecycle.py."""
 
-from pathlib import Path
 
 import dagster as dg
 
@@ -31,7 +30,7 @@ def forget_memories_op(
 ):
     scope = Scope(config.user_id, config.agent_id, config.session_id)
     report = forget(
-        lancedb.store, libsql.store, scope, staging=Path(staging.base_dir), wait=config.wait_seconds, on_wait=context.log.info
+        lancedb.store, libsql.store, scope, staging=staging.root, wait=config.wait_seconds, on_wait=context.log.info
     )
     tombstone = report.pop("tombstone")
     yield dg.Output(None, metadata={**report, "up_to": tombstone["up_to"], "peak_rss_mb": peak_rss_mb()})

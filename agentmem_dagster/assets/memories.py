@@ -1,7 +1,6 @@
 """raw_memories: the days' landing files validated, read and written batch by batch."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 
@@ -52,7 +51,7 @@ def raw_memories(
         }
     add_day_metadata(context, by_day)
     # The first write to the stores: fail before it if the model or a store cannot serve the run.
-    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=Path(staging.base_dir))
+    preflight(embedder.embedder, lancedb.store, libsql.store, memories=memories, staging=staging.root)
     libsql.store.stage_quarantine(days, quarantine, context.run.run_id)  # the days get it when the run commits
     for record in quarantine[:20]:
         context.log.warning(f"quarantined {record.file}:{record.line}: {record.reason}")

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from .chunking import CHUNK_SCHEMA
 from .errors import StoreUnavailable, explain, explained, local_path
+from .objstore import S3Settings, claim, is_object_uri, require_conditional_put
 
 # Columns kept in LanceDB: what search filters on and shows, besides the vector.
 LANCE_COLUMNS = [
@@ -88,6 +89,8 @@ class LanceStore:
     def __init__(self, uri: str, table_name: str = "memories", model=None):
         self.uri = uri
         self.model = model
+        # s3://bucket/prefix: endpoint and keys from the AWS_* variables
+        self.storage_options = S3Settings.from_env().lance_options() if is_object_uri(uri) else None
         self._table_name = table_name if model is None else None
         self._db = None
         self._table = None
@@ -117,14 +120,18 @@ class LanceStore:
         if self._db is None:
             import lancedb
 
+            if self.storage_options is not None:
+                # Lance commits with If-None-Match: *; a server that ignores it loses rows silently
+                require_conditional_put(self.uri)
             with explained(lambda exc: self.explain(exc, "cannot be opened or reached")):
-                db = lancedb.connect(self.uri, session=self.session)
+                db = lancedb.connect(self.uri, session=self.session, storage_options=self.storage_options)
                 db.list_tables()  # reach the storage now rather than at the first write
             self._db = db
         return self._db
 
     def probe(self) -> None:
-        """Open the database and, when it is a local directory, write a block there and remove it."""
+        """Open the database (in object storage, after proving the server honours conditional
+        PUT) and, when it is a local directory, write a block there and remove it."""
         _ = self.db  # opening it is the first probe
         path = local_path(self.uri)
         if path is not None:
@@ -232,13 +239,35 @@ class LanceStore:
                 if name is None:
                     return None
                 if dim is not None:  # opens it when another thread or process created it first
-                    self._table = self.db.create_table(name, schema=lance_schema(dim, self.model), exist_ok=True)
+                    self._table = self._create(name, dim)
                     self._table_name = name
                 elif name in self.db.list_tables().tables:
                     self._table = self.db.open_table(name)
                     self._table_name = name
                     self._adopted = self.model is not None and self._info(name)["model"] is None
         return self._table
+
+    def _create(self, name: str, dim: int, wait_s: float = 60.0):
+        """Create the table, or open it when another process has. In object storage, processes
+        that find it absent at once must not all create it: Lance commits a creation as an
+        overwrite, and a second one, retried on top of the first, empties the table (seen: 4
+        processes appending to a new table, one append refused as "incompatible with concurrent
+        transaction Overwrite"). So one process claims the creation with a conditional PUT
+        (the probe proved the server honours it) and the others wait for the table to open."""
+        schema = lance_schema(dim, self.model)
+        if self.storage_options is None:
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+        with explained(self.explain):
+            if name not in self.db.list_tables().tables and claim(f"{self.uri.rstrip('/')}/.agentmem-create/{name}"):
+                return self.db.create_table(name, schema=schema, exist_ok=True)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    return self.db.open_table(name)
+                except (ValueError, RuntimeError, OSError):  # not committed yet
+                    if time.monotonic() > deadline:  # the claimant died before creating it
+                        return self.db.create_table(name, schema=schema, exist_ok=True)
+                    time.sleep(0.2)
 
     def write(self, chunks: pa.Table, ingest_id: str) -> int:
         """Append a batch of chunks (with `vector`), stamped with `ingest_id`. Rows of earlier
@@ -372,7 +401,10 @@ class LanceStore:
             from lancedb.background_loop import LOOP
 
             async def open_table():
-                db = await lancedb.connect_async(self.uri, read_consistency_interval=timedelta(0), session=self.session)
+                db = await lancedb.connect_async(
+                    self.uri, read_consistency_interval=timedelta(0), session=self.session,
+                    storage_options=self.storage_options,
+                )
                 return await db.open_table(info["name"])
 
             self._async_table = LOOP.run(open_table())
@@ -470,7 +502,7 @@ class LanceStore:
         rewritten = 0
         with explained(self.explain):
             for table in self._all_tables():
-                dataset = lance.dataset(f"{self.uri.rstrip('/')}/{table.name}.lance")
+                dataset = lance.dataset(f"{self.uri.rstrip('/')}/{table.name}.lance", storage_options=self.storage_options)
                 metrics = dataset.optimize.compact_files(materialize_deletions=True, materialize_deletions_threshold=0.0)
                 rewritten += metrics.fragments_removed
                 table.checkout_latest()

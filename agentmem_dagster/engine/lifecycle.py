@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .lance_store import LanceStore, scope_filter
-from .parquet import aside, read_batches, write_parquet
+from .objstore import location
+from .parquet import aside, read_batches, read_schema, read_table, write_parquet
 from .record_store import SystemOfRecord
 from .records import timestamp_micros
 
@@ -216,14 +216,14 @@ def scrub_staging(staging: Path | None, scope: Scope) -> dict:
     """Rewrite every staged Parquet file without the scope's rows (a file whose rows all go is
     rewritten empty, so the next step still finds it)."""
     files = rows = 0
-    if staging is None or not Path(staging).is_dir():
+    if staging is None or not location(staging).is_dir():
         return {"files": 0, "rows": 0}
-    for path in sorted(Path(staging).rglob("*.parquet")):
-        schema = pq.read_schema(path)
+    for path in sorted(location(staging).rglob("*.parquet"), key=str):
+        schema = read_schema(path)
         if "user_id" not in schema.names:
             continue
         columns = [c for c in ("user_id", "agent_id", "session_id") if c in schema.names]
-        probe = pq.read_table(path, columns=columns)
+        probe = read_table(path, columns=columns)
         if not scope.mask(_with_columns(probe)).any():
             continue
         kept_rows = 0

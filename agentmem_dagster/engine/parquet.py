@@ -3,24 +3,32 @@ holds a whole day in memory: its peak is set by the batch size, not by the day's
 
 A batch is a Parquet row group. The first step cuts the day into batches of `BATCH_ROWS`
 memories; each later step reads its input one row group at a time and writes one row group
-per batch, so a batch of memories stays one batch down to the stores."""
+per batch, so a batch of memories stays one batch down to the stores.
+
+A file is a local Path or, with AGENTMEM_STAGING_URI=s3://..., an ObjectPath in object storage
+(so that steps on different machines hand each other files); both are read and written here."""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .objstore import ObjectPath
+
+Location = Path | ObjectPath
+
 # Memories per batch: a few MB of memories, and of their chunks with vectors.
 BATCH_ROWS = 8192
 
 
-def aside(path: Path, what: str) -> Path:
+def aside(path: Location, what: str) -> Location:
     """A hidden name beside `path`, this process's own: two runs of one day may stage it at once."""
     return path.with_name(f".{path.name}.{what}.{os.getpid()}.{threading.get_ident()}")
 
@@ -31,14 +39,40 @@ def dictionary_columns(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))]
 
 
-def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.Table | pa.RecordBatch]) -> int:
+@contextmanager
+def _source(path: Location):
+    """What pyarrow.parquet reads `path` from: the local path, or an open object."""
+    if isinstance(path, ObjectPath):
+        with path.fs.open_input_file(path.key) as f:
+            yield f
+    else:
+        yield path
+
+
+def read_metadata(path: Location) -> pq.FileMetaData:
+    with _source(path) as source:
+        return pq.read_metadata(source)
+
+
+def read_schema(path: Location) -> pa.Schema:
+    with _source(path) as source:
+        return pq.read_schema(source)
+
+
+def read_table(path: Location, columns: list[str] | None = None) -> pa.Table:
+    with _source(path) as source:
+        return pq.read_table(source, columns=columns)
+
+
+def write_parquet(path: Location, schema: pa.Schema, batches: Iterable[pa.Table | pa.RecordBatch]) -> int:
     """Write `batches` to `path` as they come, one row group each; the file appears only once
     complete (written aside, then renamed). Returns the number of rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = aside(path, "tmp")
     rows = 0
     try:
-        with pq.ParquetWriter(tmp, schema, use_dictionary=dictionary_columns(schema)) as writer:
+        where = {"where": tmp.key, "filesystem": tmp.fs} if isinstance(tmp, ObjectPath) else {"where": tmp}
+        with pq.ParquetWriter(schema=schema, use_dictionary=dictionary_columns(schema), **where) as writer:
             for batch in batches:
                 if batch.num_rows:
                     writer.write(batch, row_group_size=batch.num_rows)
@@ -49,11 +83,11 @@ def write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.Table | pa
     return rows
 
 
-def read_batches(path: Path, columns: list[str] | None = None, row_groups: Iterable[int] | None = None) -> Iterator[pa.Table]:
+def read_batches(path: Location, columns: list[str] | None = None, row_groups: Iterable[int] | None = None) -> Iterator[pa.Table]:
     """The file's row groups (or only `row_groups`), one table each."""
     # pre_buffer=False: by default pyarrow 26 buffers the whole file as soon as a row group
     # is read, so that reading a 300 MB file group by group peaks at 500 MB instead of 250 MB.
-    with pq.ParquetFile(path, pre_buffer=False) as file:
+    with _source(path) as source, pq.ParquetFile(source, pre_buffer=False) as file:
         for group in range(file.num_row_groups) if row_groups is None else row_groups:
             yield file.read_row_group(group, columns=columns)
 
@@ -79,7 +113,7 @@ class ShardPart:
     """Consecutive row groups of one day's file."""
 
     day: str
-    path: Path
+    path: Location
     row_groups: tuple[int, ...]
     rows: int
 
@@ -105,7 +139,7 @@ class DayFiles:
     """One Parquet file per day (in day order), read lazily: what the pipeline's steps hand
     each other instead of a table."""
 
-    paths: Mapping[str, Path]
+    paths: Mapping[str, Location]
 
     def day(self, day: str) -> DayFiles:
         return DayFiles({day: self.paths[day]})
@@ -116,11 +150,11 @@ class DayFiles:
 
     @property
     def num_rows(self) -> int:
-        return sum(pq.read_metadata(path).num_rows for path in self.paths.values())
+        return sum(read_metadata(path).num_rows for path in self.paths.values())
 
     def head(self, rows: int = 5) -> pa.Table:
         first = next(self.batches(), None)
-        return first.slice(0, rows) if first is not None else pq.read_schema(next(iter(self.paths.values()))).empty_table()
+        return first.slice(0, rows) if first is not None else read_schema(next(iter(self.paths.values()))).empty_table()
 
     def shards(self, max_rows: int) -> list[Shard]:
         """The days' row groups, in order, cut into runs of at most `max_rows` rows (or one row group)."""
@@ -128,7 +162,7 @@ class DayFiles:
         parts: list[ShardPart] = []
         rows = 0
         for day, path in self.paths.items():
-            meta = pq.read_metadata(path)
+            meta = read_metadata(path)
             groups: list[int] = []
             part_rows = 0
             for group in range(meta.num_row_groups):

@@ -27,9 +27,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from .parquet import BATCH_ROWS, aside, read_batches, write_parquet
+from .parquet import BATCH_ROWS, aside, read_batches, read_table, write_parquet
 
 MEMORY_SCHEMA = pa.schema(
     [
@@ -522,7 +521,7 @@ def write_landing_day(
     try:
         write_parquet(everything, MEMORY_SCHEMA, _batches(_landing_rows(_day_folder(landing, day), landed), batch_rows))
         _drop_forgotten_lines(landed, forgotten)
-        keep = _last_of_each_id(pq.read_table(everything, columns=["memory_id"])["memory_id"])
+        keep = _last_of_each_id(read_table(everything, columns=["memory_id"])["memory_id"])
         landed.duplicates_replaced = len(keep) - int(keep.sum())
         if not landed.duplicates_replaced and forgotten is None:
             everything.replace(path)

@@ -4,22 +4,36 @@ from pathlib import Path
 import dagster as dg
 
 from ..engine import serial
-from ..engine.parquet import BATCH_ROWS, DayFiles
+from ..engine.objstore import ObjectPath, location
+from ..engine.parquet import BATCH_ROWS, DayFiles, Location
+
+
+def _under(base_dir: str, *parts: str) -> Location:
+    root = location(base_dir)
+    for part in parts:
+        root = root / part
+    return root
 
 
 class Staging(dg.ConfigurableResource):
     """Where the steps write their Parquet files, batch by batch: one file per partitioned
     asset and day, and a directory per run for the files of ops inside a graph. The batch
-    (row group) size is set once, by raw_memories: later steps keep its batches."""
+    (row group) size is set once, by raw_memories: later steps keep its batches. `base_dir`
+    is a local directory or an `s3://bucket/prefix` (AGENTMEM_STAGING_URI), which steps on
+    other machines reach too."""
 
     base_dir: str
     batch_rows: int = BATCH_ROWS  # memories per batch; a step's memory is bounded by it
 
     def day_files(self, asset_key: dg.AssetKey, days) -> DayFiles:
-        return DayFiles({day: Path(self.base_dir, *asset_key.path, f"{day}.parquet") for day in days})
+        return DayFiles({day: _under(self.base_dir, *asset_key.path, f"{day}.parquet") for day in days})
 
-    def run_dir(self, run_id: str) -> Path:
-        return Path(self.base_dir, "runs", run_id)
+    def run_dir(self, run_id: str) -> Location:
+        return _under(self.base_dir, "runs", run_id)
+
+    @property
+    def root(self) -> Location:
+        return location(self.base_dir)
 
 
 class StagingIOManager(dg.ConfigurableIOManager):
@@ -34,8 +48,8 @@ class StagingIOManager(dg.ConfigurableIOManager):
     def staging(self) -> Staging:
         return Staging(base_dir=self.base_dir)
 
-    def _op_path(self, identifier) -> Path:
-        return Path(self.base_dir, "runs", *identifier).with_suffix(".json")
+    def _op_path(self, identifier) -> Location:
+        return _under(self.base_dir, "runs", *identifier).with_suffix(".json")
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
@@ -64,4 +78,8 @@ class StagingIOManager(dg.ConfigurableIOManager):
 
 def drop_run_outputs(base_dir: str, run_id: str) -> None:
     """Delete the op outputs a finished run wrote (the assets' Parquet files stay)."""
-    shutil.rmtree(Path(base_dir, "runs", run_id), ignore_errors=True)
+    outputs = _under(base_dir, "runs", run_id)
+    if isinstance(outputs, ObjectPath):
+        outputs.remove_tree()
+    else:
+        shutil.rmtree(Path(outputs), ignore_errors=True)
