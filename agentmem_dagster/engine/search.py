@@ -49,17 +49,27 @@ class Fusion:
     `method`: "minmax" (each ranking's scores scaled to 0..1 over its candidates, a memory
     missing from a ranking scores 0 there), "zscore" (standardised over the candidates, a
     missing memory gets the ranking's lowest), "rrf" (weighted reciprocal rank, constant `k`)
-    or "cosine" (the vector ranking's cosine as it is, BM25 divided by its best score).
+    "cosine" (the vector ranking's cosine as it is, BM25 divided by its best score) or
+    "calibrated" (the cosine as it is, BM25 mapped to 0..1 by bm25 / (bm25 + `tau`), so that
+    a weak text match stays weak however it ranks).
     The fused score is `weight` times the vector side plus (1 - weight) times the text side.
     `context`: a memory also gets this share of the best fused score among the turns of its
     session within `context_seconds` of it (its neighbouring turns), so a turn whose reply or
-    question matches is lifted too; the hit shown is still the turn itself."""
+    question matches is lifted too; the hit shown is still the turn itself.
+    `role_penalty` is taken off the score of an assistant's or system turn: what a user's
+    memory holds about them is mostly what they said, and a reply that matches lifts the
+    user's turn next to it through `context`."""
 
     method: str = "minmax"
     weight: float = 0.5
     k: float = 60.0
+    tau: float = 5.0
     context: float = 0.0
     context_seconds: float = 180.0
+    role_penalty: float = 0.0
+
+
+PENALIZED_ROLES = ("assistant", "system")
 
 
 # Chosen on the tune half of the development set (`agentmem devset`, MiniLM) by
@@ -110,7 +120,7 @@ def fuse(vector_rows: list[dict], text_rows: list[dict], fusion: Fusion = DEFAUL
     """The distinct-memory rows of both rankings, best first, scored by `fusion`.
 
     The row shown for a memory is the vector ranking's chunk when it has one."""
-    rows = {row["memory_id"]: row for row in reversed(text_rows + vector_rows)}
+    rows = {row["memory_id"]: row for row in text_rows + vector_rows}  # the vector ranking's chunk wins
     vector_ids = [r["memory_id"] for r in vector_rows]
     text_ids = [r["memory_id"] for r in text_rows]
     w = fusion.weight
@@ -121,6 +131,9 @@ def fuse(vector_rows: list[dict], text_rows: list[dict], fusion: Fusion = DEFAUL
             best = max((r["_score"] for r in text_rows), default=0.0) or 1.0
             vec, vec_missing = [cosine(r) for r in vector_rows], 0.0
             txt, txt_missing = [r["_score"] / best for r in text_rows], 0.0
+        elif fusion.method == "calibrated":
+            vec, vec_missing = [cosine(r) for r in vector_rows], 0.0
+            txt, txt_missing = [r["_score"] / (r["_score"] + fusion.tau) for r in text_rows], 0.0
         elif fusion.method in ("minmax", "zscore"):
             vec, vec_missing = _scaled([cosine(r) for r in vector_rows], fusion.method)
             txt, txt_missing = _scaled([r["_score"] for r in text_rows], fusion.method)
@@ -132,6 +145,8 @@ def fuse(vector_rows: list[dict], text_rows: list[dict], fusion: Fusion = DEFAUL
         }
     if fusion.context:
         scores = with_context(scores, rows, fusion.context, fusion.context_seconds)
+    if fusion.role_penalty:
+        scores = {key: score - fusion.role_penalty * (rows[key].get("role") in PENALIZED_ROLES) for key, score in scores.items()}
     order = {key: i for i, key in enumerate(dict.fromkeys(vector_ids + text_ids))}  # ties: first seen
     return [(rows[key], score) for key, score in sorted(scores.items(), key=lambda item: (-item[1], order[item[0]]))]
 
