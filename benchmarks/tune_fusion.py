@@ -26,7 +26,7 @@ from agentmem_dagster.engine.lifecycle import current_rows
 from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.query import QueryPlan, understand_query
 from agentmem_dagster.engine.records import timestamp_micros
-from agentmem_dagster.engine.search import Fusion, distinct_memories, query_embedder, rank
+from agentmem_dagster.engine.search import Fusion, distinct_memories, fusion_for, query_embedder, rank
 
 KEYS = ("hit@1", "hit@10", "mrr")
 
@@ -87,18 +87,42 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--qa", required=True)
     parser.add_argument("--raw-query", action="store_true", help="no name dropping, no time narrowing")
+    parser.add_argument(
+        "--also", action="append", default=[], metavar="HOME=MODEL=PATH",
+        help="another store of the same set, built with another model: a fusion must be eligible on it too, "
+        "and is chosen by the mean tune MRR over all stores",
+    )
     args = parser.parse_args()
+    import os
+
     questions = [q for q in read_questions(args.qa) if q["evidence"]]
-    engine = MemoryEngine.from_env()
-    cached = {q["id"]: rankings(engine, q, not args.raw_query) for q in questions}
-    engine.close()
     halves = {split: [q for q in questions if q["split"] == split] for split in ("tune", "heldout")}
+    stores = [dict(os.environ)]
+    for spec in args.also:
+        home, model, path = spec.split("=", 2)
+        stores.append({**os.environ, "AGENTMEM_HOME": home, "AGENTMEM_EMBED_MODEL": model, "AGENTMEM_EMBED_MODEL_PATH": path})
+    caches = []
+    for env in stores:
+        os.environ.clear()
+        os.environ.update(env)
+        engine = MemoryEngine.from_env()
+        caches.append({q["id"]: rankings(engine, q, not args.raw_query) for q in questions})
+        engine.close()
+    os.environ.clear()
+    os.environ.update(stores[0])
+    cached = caches[0]
     inputs = {split: {m: figures(qs, cached, m) for m in ("vector", "text")} for split, qs in halves.items()}
+    other_inputs = [{m: figures(halves["tune"], c, m) for m in ("vector", "text")} for c in caches[1:]]
     scored = []
     for fusion in grid():
         tune = figures(halves["tune"], cached, "hybrid", fusion)
         ok = all(at_least(tune, inputs["tune"][m]) for m in ("vector", "text"))
-        scored.append((ok, tune["mrr"], fusion, tune))
+        mrr = tune["mrr"]
+        for c, bounds in zip(caches[1:], other_inputs):
+            other = figures(halves["tune"], c, "hybrid", fusion)
+            ok = ok and all(at_least(other, bounds[m]) for m in ("vector", "text"))
+            mrr += other["mrr"]
+        scored.append((ok, mrr / len(caches), fusion, tune))
     eligible = [s for s in scored if s[0]]
     best = max(eligible or scored, key=lambda s: (s[1], s[3]["hit@1"], s[3]["hit@10"]))
     by_method = {}
@@ -126,6 +150,12 @@ def main() -> int:
             )
         },
         "tune": {"hybrid": best[3], **inputs["tune"]},
+        "also": [
+            {"store": spec, "tune": {"hybrid": figures(halves["tune"], c, "hybrid", best[2]), **bounds},
+             "heldout": {"hybrid": figures(halves["heldout"], c, "hybrid", best[2]),
+                         **{m: figures(halves["heldout"], c, m) for m in ("vector", "text")}}}
+            for spec, c, bounds in zip(args.also, caches[1:], other_inputs)
+        ],
         "heldout": {"hybrid": figures(halves["heldout"], cached, "hybrid", best[2]), **inputs["heldout"]},
     }
     json.dump(report, sys.stdout, indent=1)

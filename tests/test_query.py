@@ -6,7 +6,7 @@ import pytest
 
 from agentmem_dagster.engine.query import names_of, understand_query
 from agentmem_dagster.engine.records import timestamp_micros
-from agentmem_dagster.engine.search import DEFAULT_FUSION, Fusion, fuse, rank
+from agentmem_dagster.engine.search import DEFAULT_FUSION, FUSIONS, Fusion, fuse, fusion_for, rank
 
 ASKED = "2024-03-20T15:00:00Z"  # a Wednesday
 
@@ -113,7 +113,14 @@ def test_every_fusion_ranks_the_union_once_with_the_vector_chunk_shown(method):
         fuse(vector, text, Fusion(method="nope"))
 
 
-def test_fused_ranking_is_never_worse_than_either_input_on_a_fixed_set():
+def test_each_model_has_its_fusion_and_others_get_the_default():
+    assert fusion_for("minishlab/potion-base-8M") is FUSIONS["minishlab/potion-base-8M"]
+    assert fusion_for("sentence-transformers/all-MiniLM-L6-v2") is DEFAULT_FUSION
+    assert fusion_for("some/other-model") is DEFAULT_FUSION and fusion_for(None) is DEFAULT_FUSION
+
+
+@pytest.mark.parametrize("model", sorted(FUSIONS))
+def test_fused_ranking_is_never_worse_than_either_input_on_a_fixed_set(model):
     """A fixed set of rankings where each input alone misses some questions: the default
     fusion finds, per question, the evidence at least as high as the better input does
     on hit@1 and hit@10 and on MRR overall."""
@@ -129,7 +136,7 @@ def test_fused_ranking_is_never_worse_than_either_input_on_a_fixed_set():
         vector = [_row(m, cos=c) for m, c in vec]
         text = [_row(m, bm25=b) for m, b in txt]
         for mode in ranks:
-            ids = [r["memory_id"] for r, _ in rank(mode, vector, text, DEFAULT_FUSION)]
+            ids = [r["memory_id"] for r, _ in rank(mode, vector, text, FUSIONS[model])]
             ranks[mode].append(ids.index(evidence) + 1 if evidence in ids else None)
     mrr = {mode: sum(1 / r for r in rs if r) / len(rs) for mode, rs in ranks.items()}
     hit1 = {mode: sum(1 for r in rs if r == 1) for mode, rs in ranks.items()}

@@ -72,12 +72,24 @@ class Fusion:
 PENALIZED_ROLES = ("assistant", "system")
 
 
-# Chosen on the tune half of the development set (`agentmem devset`, MiniLM) by
+# Chosen per model on the tune half of the development set (`agentmem devset`) by
 # benchmarks/tune_fusion.py among 1,872 fusions (min-max, z-score, cosine, calibrated, weighted
-# RRF; context and role penalty), never on the demo questions: the best tune MRR among those
-# at least as good as each input on hit@1, hit@10 and MRR overall and in every category.
-# BENCHMARKS.md has the held-out figures.
-DEFAULT_FUSION = Fusion(method="calibrated", weight=0.85, tau=5.0, context=0.0, role_penalty=0.05)
+# RRF; each with or without context and a role penalty), never on the demo questions: the best
+# tune MRR among those at least as good as each input on hit@1, hit@10 and MRR overall and in
+# every category. A model's cosines have a scale of their own, so the weights go with the
+# model; a model not listed gets the default model's. BENCHMARKS.md has the held-out figures.
+FUSIONS = {
+    "sentence-transformers/all-MiniLM-L6-v2": Fusion(
+        method="calibrated", weight=0.8, tau=10.0, context=0.15, context_seconds=75.0, role_penalty=0.05,
+    ),
+    "minishlab/potion-base-8M": Fusion(method="rrf", weight=0.5, k=60.0, context=0.15, context_seconds=180.0, role_penalty=0.01),
+}
+DEFAULT_FUSION = FUSIONS["sentence-transformers/all-MiniLM-L6-v2"]
+
+
+def fusion_for(model_name: str | None) -> Fusion:
+    """The fusion tuned for the model whose index is searched."""
+    return FUSIONS.get(model_name or "", DEFAULT_FUSION)
 
 
 def distinct_memories(rows: list[dict]) -> list[dict]:
@@ -228,7 +240,9 @@ def search(
         narrow_since = plan.since_us if since_us is None else max(since_us, plan.since_us)
         narrow_until = plan.until_us if until_us is None else min(until_us, plan.until_us)
         where = scope_filter(user_id, agent_id, session_id, narrow_since, narrow_until)
-    vector = query_embedder(embedder, lance).embed([plan.text])[0] if mode != "text" else None
+    model = query_embedder(embedder, lance)
+    vector = model.embed([plan.text])[0] if mode != "text" else None
+    fusion = fusion or fusion_for(model.model_name)
     # Several chunks of one memory may rank high, and older versions or expired memories are
     # left out: over-fetch so k distinct memories remain, and fetch more while some are missing.
     limit = k * 4
@@ -240,7 +254,7 @@ def search(
             where = base  # the time window holds nothing: the expression was not about created_at
             continue
         full = max(len(vector_rows), len(text_rows)) >= limit
-        result = _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k, fusion or DEFAULT_FUSION)
+        result = _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k, fusion)
         if len(result.hits) == k or not full or limit >= MAX_FETCH:
             return result
         limit = min(limit * 4, MAX_FETCH)
