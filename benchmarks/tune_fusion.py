@@ -26,7 +26,7 @@ from agentmem_dagster.engine.lifecycle import current_rows
 from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.query import QueryPlan, understand_query
 from agentmem_dagster.engine.records import timestamp_micros
-from agentmem_dagster.engine.search import Fusion, distinct_memories, fusion_for, query_embedder, rank
+from agentmem_dagster.engine.search import Fusion, distinct_memories, query_embedder, rank
 
 KEYS = ("hit@1", "hit@10", "mrr")
 

@@ -111,7 +111,7 @@ def _user(data: dict, index: int, seed: int, start: dt.date) -> tuple[list[dict]
         if session == 0:
             turns.append(("system", fill(rng.choice(data["system"])), None))
         turns.append(("assistant", fill(rng.choice(data["greetings"])), None))
-        for kind, key, text, fact, _value in items[session]:
+        for _kind, key, text, fact, _value in items[session]:
             turns.append(("user", text, key))
             reply = rng.choice(fact["reply"]) if fact is not None else rng.choice(data["answers"])
             turns.append(("assistant", fill(reply), None))
