@@ -164,6 +164,13 @@ def test_search_and_eval_from_the_command_line(agentmem_home, static_model, tmp_
     hits = json.loads(capsys.readouterr().out)
     assert {h["memory_id"] for h in hits} == {"m-feb", "m-mar"}
     assert set(hits[0]) >= {"memory_id", "chunk_id", "user_id", "session_id", "content", "created_at", "metadata", "score"}
+    assert main(["search", "Pixel the cat in February", "--user", "ann", "--asked-at", "2024-03-20T00:00:00Z", "--json"]) == 0
+    assert [h["memory_id"] for h in json.loads(capsys.readouterr().out)] == ["m-feb"]
+    assert main(["search", "Pixel the cat in February", "--user", "ann", "--raw-query", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) > 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "Pixel", "--user", "ann", "--asked-at", "yesterday"])
+    assert exit_info.value.code == 2 and "--asked-at" in capsys.readouterr().err
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text(
