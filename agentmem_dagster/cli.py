@@ -328,6 +328,7 @@ def cmd_search(args) -> int:
             engine.embedder, engine.lance, engine.libsql, args.query,
             user_id=args.user, agent_id=args.agent, session_id=args.session,
             since=args.since, until=args.until, k=args.k, mode=args.mode,
+            asked_at=args.asked_at, understand=not args.raw_query,
         )
     except ValueError as exc:
         return _fail(str(exc))
@@ -355,14 +356,21 @@ def cmd_eval(args) -> int:
         questions = read_questions(args.qa)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
+    if args.split:
+        questions = [q for q in questions if q.get("split") == args.split]
+        if not questions:
+            return _fail(f"argument --split: no question of {args.qa} is in split {args.split!r}")
     engine = MemoryEngine.from_env()
     bar = tqdm(total=len(questions) * len(args.mode), unit="question", desc="eval", file=sys.stderr, disable=args.json)
 
     def ranked_ids(question: dict, mode: str) -> list[str]:
         bar.update(1)
+        if not question["evidence"]:  # unanswerable: nothing to find, not scored
+            return []
         hits = search(
             engine.embedder, engine.lance, engine.libsql, question["question"],
-            user_id=question["user_id"], k=args.k, mode=mode,
+            user_id=question["user_id"], k=args.k, mode=mode, asked_at=question.get("asked_at"),
+            understand=not args.raw_query,
         ).hits
         return [hit.memory_id for hit in hits]
 
@@ -372,14 +380,22 @@ def cmd_eval(args) -> int:
         bar.close()
         engine.close()
     # the first mode's figures at the top level (the contract's keys), every mode under "modes"
-    doc = {**results[args.mode[0]], "k": args.k, "mode": args.mode[0], "modes": results}
+    doc = {
+        **results[args.mode[0]], "k": args.k, "mode": args.mode[0], "split": args.split,
+        "query_handling": not args.raw_query, "modes": results,
+    }
     if args.json:
         _print_json(doc)
         return 0
-    print(f"{doc['n']} questions from {args.qa}, top {args.k}")
+    print(
+        f"{doc['n']} questions from {args.qa}" + (f" (split {args.split})" if args.split else "") + f", top {args.k}"
+        + (f"; {doc['unanswerable']} unanswerable ones not scored" if doc.get("unanswerable") else "")
+    )
     for mode, figures in results.items():
         print(f"  {mode:<7} " + "  ".join(f"{key} {figures[key]:.3f}" for key in ("hit@1", "hit@5", "hit@10", "mrr")))
         for name, cat in figures.get("categories", {}).items():
+            if "mrr" not in cat:
+                continue
             print(f"    {name:<12} n={cat['n']:<4} hit@1 {cat['hit@1']:.3f}  hit@5 {cat['hit@5']:.3f}  mrr {cat['mrr']:.3f}")
     return 0
 
@@ -478,6 +494,30 @@ def cmd_demo(args) -> int:
             + (f"labelled questions about them: {summary['qa']}\n" if "qa" in summary else "")
             + "next: agentmem ingest --all"
             + (f", then agentmem eval --qa {summary['qa']}" if "qa" in summary else "")
+        )
+    return 0
+
+
+def cmd_devset(args) -> int:
+    from .demo.devset import write_devset
+
+    settings = Settings.from_env()
+    qa = Path(args.qa or settings.home / "devset-qa.jsonl")
+    try:
+        summary = write_devset(settings.landing, qa, seed=args.seed, users=args.users)
+    except OSError as exc:
+        raise UsageError(
+            f"{exc.filename or settings.landing} cannot be written ({exc.strerror or exc}): set AGENTMEM_LANDING "
+            "(or AGENTMEM_HOME) and --qa to writable places"
+        ) from None
+    _ensure_dagster_home(settings)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"wrote {summary['memories']} memories of {summary['users']} users over {len(summary['days'])} days to "
+            f"{summary['landing']}\n{summary['questions']} labelled questions ({', '.join(f'{n} {c}' for c, n in summary['categories'].items())}) "
+            f"to {summary['qa']}\nnext: agentmem ingest --all, then agentmem eval --qa {summary['qa']} --split heldout"
         )
     return 0
 
@@ -709,6 +749,11 @@ def _add_search(sub) -> None:
     search.add_argument("--session", type=_text("a session id"))
     search.add_argument("--since", type=_timestamp, help="only memories created at or after this ISO-8601 time")
     search.add_argument("--until", type=_timestamp, help="only memories created before this ISO-8601 time")
+    search.add_argument(
+        "--asked-at", type=_timestamp,
+        help="the time that words like 'last week' or 'in May' in the query are relative to (default: now)",
+    )
+    search.add_argument("--raw-query", action="store_true", help="search the query as written: keep the user's name, read no time expression")
     search.add_argument("-k", type=K, default=10, help="memories to return, 1 to 1000 (default 10)")
     search.add_argument("--mode", choices=MODES, default="hybrid", help="default: hybrid (vector + full text, fused)")
     search.add_argument("--json", action="store_true")
@@ -717,11 +762,16 @@ def _add_search(sub) -> None:
 
 def _add_eval(sub) -> None:
     evaluation = sub.add_parser("eval", help="retrieval quality on a labelled set of questions")
-    evaluation.add_argument("--qa", required=True, help='JSON lines: {"user_id", "question", "evidence": [memory_id, ...], "category"?}')
+    evaluation.add_argument("--qa", required=True, help='JSON lines: {"user_id", "question", "evidence": [memory_id, ...], "category"?, "asked_at"?, "split"?}')
     evaluation.add_argument("-k", type=K, default=10, help="1 to 1000 (default 10)")
     evaluation.add_argument(
         "--mode", choices=MODES, action="append",
         help="search mode, repeatable to compare (default: hybrid); the first one's figures are the top-level keys",
+    )
+    evaluation.add_argument("--split", choices=("tune", "heldout"), help="only the questions of this split (the set's `split` field)")
+    evaluation.add_argument(
+        "--raw-query", action="store_true",
+        help="search the questions as written: no name dropping, no time narrowing (to measure what they are worth)",
     )
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(func=cmd_eval)
@@ -758,6 +808,22 @@ def _add_demo(sub) -> None:
     demo.add_argument("--qa", help="where to write the labelled questions (default: $AGENTMEM_HOME/demo-qa.jsonl)")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=cmd_demo, check=lambda args: _check_demo(demo, args))
+
+
+def _add_devset(sub) -> None:
+    from .demo.devset import max_users
+
+    devset = sub.add_parser(
+        "devset", help="write the labelled development set: multi-session conversations and their questions"
+    )
+    devset.add_argument("--seed", type=int, default=0)
+    devset.add_argument(
+        "--users", type=_int_between(2, max_users()), default=max_users(),
+        help=f"conversations, 2 to {max_users()} (default {max_users()}); half tune, half held out",
+    )
+    devset.add_argument("--qa", help="where to write the questions (default: $AGENTMEM_HOME/devset-qa.jsonl)")
+    devset.add_argument("--json", action="store_true")
+    devset.set_defaults(func=cmd_devset)
 
 
 def _check_demo(parser: argparse.ArgumentParser, args) -> None:
@@ -807,7 +873,7 @@ def _add_search_bench(sub) -> None:
     search_bench.set_defaults(func=cmd_search_bench)
 
 
-COMMANDS = (_add_ingest, _add_search, _add_eval, _add_stats, _add_lifecycle, _add_demo, _add_bench, _add_search_bench)
+COMMANDS = (_add_ingest, _add_search, _add_eval, _add_stats, _add_lifecycle, _add_demo, _add_devset, _add_bench, _add_search_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -173,6 +174,13 @@ def test_search_and_eval_from_the_command_line(agentmem_home, static_model, tmp_
     hits = json.loads(capsys.readouterr().out)
     assert {h["memory_id"] for h in hits} == {"m-feb", "m-mar"}
     assert set(hits[0]) >= {"memory_id", "chunk_id", "user_id", "session_id", "content", "created_at", "metadata", "score"}
+    assert main(["search", "Pixel the cat in February", "--user", "ann", "--asked-at", "2024-03-20T00:00:00Z", "--json"]) == 0
+    assert [h["memory_id"] for h in json.loads(capsys.readouterr().out)] == ["m-feb"]
+    assert main(["search", "Pixel the cat in February", "--user", "ann", "--raw-query", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) > 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["search", "Pixel", "--user", "ann", "--asked-at", "yesterday"])
+    assert exit_info.value.code == 2 and "--asked-at" in capsys.readouterr().err
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text(
@@ -220,4 +228,79 @@ def test_a_search_before_the_first_write_finds_nothing_then_finds_the_rows(tmp_p
     assert search(*parts, "Pixel", user_id="ann").hits == []
     _ingest(parts, MEMORIES[:1])
     assert _ids(parts, "Pixel", user_id="ann") == ["m-jan"]
+    parts[2].pool.close()
+
+
+def test_eval_reports_every_category_and_mode_of_the_devset(agentmem_home, tmp_path, capsys):
+    """`agentmem devset` then `agentmem eval --split`: per-category figures for each mode, the
+    unanswerable questions counted and not scored, the time expressions read relative to
+    each question's asked_at."""
+    import pyarrow as pa
+
+    from agentmem_dagster.cli import main
+    from agentmem_dagster.engine.memory import MemoryEngine
+    from agentmem_dagster.engine.records import read_landing_day
+
+    assert main(["devset", "--users", "2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["questions"] == 40 and summary["splits"] == {"heldout": 20, "tune": 20}
+    landing = agentmem_home / "landing"
+    memories = pa.concat_tables(read_landing_day(landing, day).memories for day in summary["days"])
+    engine = MemoryEngine.from_env()
+    ingest(memories, embedder=engine.embedder, lance=engine.lance, libsql=engine.libsql, days=summary["days"])
+    engine.lance.maintain()
+    engine.close()
+
+    qa = summary["qa"]
+    assert main(["eval", "--qa", qa, "--split", "heldout", "--mode", "hybrid", "--mode", "vector", "--mode", "text", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["split"] == "heldout" and doc["query_handling"] is True
+    assert doc["n"] == 17 and doc["unanswerable"] == 3  # 20 questions, 3 of them without evidence
+    assert set(doc["modes"]) == {"hybrid", "vector", "text"}
+    for figures in doc["modes"].values():
+        assert set(figures["categories"]) == {"single-hop", "multi-hop", "temporal", "unanswerable"}
+        assert figures["categories"]["unanswerable"] == {"n": 3, "scored": False}
+        assert sum(c["n"] for name, c in figures["categories"].items() if name != "unanswerable") == 17
+    # the time windows are what finds the temporal evidence among the other mentions
+    assert main(["eval", "--qa", qa, "--mode", "vector", "--json"]) == 0
+    read = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--qa", qa, "--mode", "vector", "--raw-query", "--json"]) == 0
+    raw = json.loads(capsys.readouterr().out)
+    assert raw["query_handling"] is False and read["categories"]["temporal"]["n"] == 8
+    assert read["categories"]["temporal"]["mrr"] > raw["categories"]["temporal"]["mrr"] + 0.1, (read, raw)
+
+    assert main(["eval", "--qa", qa, "--split", "tune", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 17
+    Path(qa).write_text('{"user_id": "u", "question": "q", "evidence": [], "category": "single-hop"}\n')
+    assert main(["eval", "--qa", qa, "--json"]) == 2
+    assert "empty only for category 'unanswerable'" in capsys.readouterr().err
+
+
+def test_a_time_expression_narrows_the_search_relative_to_asked_at(world):
+    """"in February", asked in March 2024, finds the February memory only; a window that
+    holds nothing falls back to no narrowing; the explicit range still applies."""
+    asked = "2024-03-20T12:00:00Z"
+    assert _ids(world, "Pixel the cat in February", user_id="ann", asked_at=asked) == ["m-feb"]
+    a_week_on = "2024-03-13T12:00:00Z"  # last week: 4-10 March
+    assert _ids(world, "Pixel the cat last week", user_id="ann", asked_at=a_week_on, mode="text") == ["m-mar"]
+    assert _ids(world, "Pixel the cat last week", user_id="ann", asked_at=a_week_on, mode="text", understand=False) != ["m-mar"]
+    everything = set(_ids(world, "Pixel the cat", user_id="ann", asked_at=asked, mode="text"))
+    assert set(_ids(world, "Pixel the cat in December", user_id="ann", asked_at=asked, mode="text")) == everything
+    assert _ids(world, "Pixel the cat in February", user_id="ann", asked_at=asked, until="2024-02-01") == ["m-jan"]
+
+
+def test_the_users_own_name_does_not_pull_up_memories_that_name_them(tmp_path, static_model):
+    """Memories that only name the user (a system prompt, greetings) match "Alice" in full
+    text; with the name dropped they do not, and the allergy comes first."""
+    parts = Embedder(*static_model), LanceStore(str(tmp_path / "lance")), LibsqlStore(LibsqlPool(str(tmp_path / "m.db")))
+    _ingest(parts, [
+        ("sys", "u_alice", "2024-01-01T08:00:00Z", "You are Alice's assistant. Alice likes short answers. Greet Alice."),
+        ("hi", "u_alice", "2024-01-02T08:00:00Z", "Good morning Alice, what can I do for Alice today?"),
+        ("nuts", "u_alice", "2024-01-03T08:00:00Z", "Peanuts give me hives, keep them away from me."),
+    ])
+    parts[1].maintain()
+    query = "what is Alice allergic to?"
+    assert _ids(parts, query, user_id="u_alice", mode="text", understand=False)[0] in {"sys", "hi"}
+    assert not {"sys", "hi"} & set(_ids(parts, query, user_id="u_alice", mode="text"))
+    assert _ids(parts, query, user_id="u_alice")[0] == "nuts"
     parts[2].pool.close()

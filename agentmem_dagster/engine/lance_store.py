@@ -354,7 +354,7 @@ class LanceStore:
             return [], []
         # day and id: the key of the memory in LibSQL; the scope columns, so that what the filter let
         # through can be checked before hydration
-        columns = ["chunk_id", "memory_id", "day", "text", "user_id", "agent_id", "session_id"]
+        columns = ["chunk_id", "memory_id", "day", "text", "user_id", "agent_id", "session_id", "role", "created_at_us"]
 
         async def vector_rows(indexed: set[str]):
             if vector is None:
