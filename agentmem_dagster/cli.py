@@ -219,7 +219,6 @@ def _events_written(instance, run_ids: list[str], landing) -> dict:
     from collections import Counter
 
     from .engine.records import landing_days
-
     from .workers import workers_of
 
     with_data = set(landing_days(landing))

@@ -7,3 +7,7 @@ result_backend = "{backend}"
 worker_prefetch_multiplier = 1
 worker_concurrency = 1
 broker_connection_retry_on_startup = True
+# A step's message is acknowledged when the step ends: a busy worker holds no second step, so
+# ready steps spread over idle workers. A worker process killed in a step fails the step
+# (Celery's WorkerLostError) and the run; the next run of its days converges.
+task_acks_late = True
