@@ -2,6 +2,7 @@
 environment of the process that loads them."""
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -81,6 +82,9 @@ def celery_executor() -> dg.ExecutorDefinition:
         ) from None
     if not os.environ.get("AGENTMEM_CELERY_BROKER"):
         raise ValueError("AGENTMEM_EXECUTOR=celery needs AGENTMEM_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)")
+    # dagster-celery registers its step task again on each run's Celery app (the same task
+    # under the same name): Celery warns once per run that the second one is not registered.
+    warnings.filterwarnings("ignore", message=r"(?s).*new callable was not registered")
     config = {"broker": {"env": "AGENTMEM_CELERY_BROKER"}}
     if os.environ.get("AGENTMEM_CELERY_BACKEND"):
         config["backend"] = {"env": "AGENTMEM_CELERY_BACKEND"}
