@@ -11,13 +11,11 @@ from .engine.settings import Settings
 from .resources import LandingZone
 from .resources.staging import drop_run_outputs
 from .runs import executor_config
-from .workers import HOOKS as WORKER_HOOKS
 
 ingest_job = dg.define_asset_job(
     "ingest_memories",
     selection=dg.AssetSelection.groups("memories"),
     description="Landing files of the selected day(s) -> validated, chunked, embedded -> LanceDB and LibSQL.",
-    hooks=WORKER_HOOKS,  # each step names the process that ran it (agentmem ingest --json: workers)
 )
 
 

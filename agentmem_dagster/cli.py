@@ -223,18 +223,18 @@ def _events_written(instance, run_ids: list[str], landing) -> dict:
 
     with_data = set(landing_days(landing))
     by_type, by_day = Counter(), Counter()
-    messages = []
+    steps = []
     for run_id in run_ids:
         for entry in instance.all_logs(run_id):
             event = entry.dagster_event
             by_type[event.event_type_value if event else "LOG_MESSAGE"] += 1
             day = event.partition if event else None
             by_day["no_day" if day is None else "days_with_data" if day in with_data else "days_without_data"] += 1
-            if event is None:
-                messages.append((entry.step_key, entry.user_message))
+            if event is not None:
+                steps.append(event)
     return {"total": by_type.total(), "by_type": dict(sorted(by_type.items())),
             **{key: by_day[key] for key in ("days_with_data", "days_without_data", "no_day")},
-            "workers": workers_of(messages)}
+            "workers": workers_of(steps)}
 
 
 def _executor_of(run_config: dict) -> str:

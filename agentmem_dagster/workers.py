@@ -1,20 +1,18 @@
-"""Which process ran each step: every step of the ingest job ends with one structured log line
-naming its host and process (and, on a cluster worker, the worker's name), written by a job
-hook in the step's own process, so it holds under any executor: one process (in_process), a
-process per step (multiprocess), or Celery workers on other machines. `agentmem ingest` reads
-them back from the run's events."""
+"""Which process ran each step: every op of the ingest job attaches its host and process (and,
+on a cluster worker, the worker's name) to the metadata of what it outputs, materializes or
+checks, as `worker`. That holds under any executor (one process, a process per step, Celery
+workers on other machines) and costs no event of its own: the metadata rides on events the
+step writes anyway. `agentmem ingest` reads them back from the run's events."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Iterable
 
 import dagster as dg
 
-# The log line: this prefix, then a JSON object.
-PREFIX = "agentmem/worker "
+KEY = "worker"
 # Set by deploy/local/up for each Celery worker it starts (its directory's name: worker-1, ...).
 WORKER_NAME_ENV = "AGENTMEM_WORKER_NAME"
 
@@ -27,36 +25,34 @@ def identity() -> dict:
     return me
 
 
-def _report(context: dg.HookContext) -> None:
-    context.log.info(PREFIX + json.dumps(identity(), sort_keys=True))
+def worker_metadata() -> dict:
+    """The metadata entry that names this process."""
+    return {KEY: dg.MetadataValue.json(identity())}
 
 
-@dg.success_hook(name="agentmem_worker_on_success")
-def worker_on_success(context: dg.HookContext) -> None:
-    _report(context)
+def event_metadata(event) -> dict:
+    """The metadata of a step's output, materialization or check evaluation ({} otherwise)."""
+    data = event.event_specific_data
+    if event.event_type_value == "STEP_OUTPUT":
+        return data.metadata or {}
+    if event.event_type_value == "ASSET_MATERIALIZATION":
+        return data.materialization.metadata or {}
+    if event.event_type_value == "ASSET_CHECK_EVALUATION":
+        return data.metadata or {}
+    return {}
 
 
-@dg.failure_hook(name="agentmem_worker_on_failure")
-def worker_on_failure(context: dg.HookContext) -> None:
-    _report(context)
-
-
-HOOKS = {worker_on_success, worker_on_failure}
-
-
-def workers_of(messages: Iterable[tuple[str | None, str]]) -> list[dict]:
-    """The distinct workers named by (step_key, message) log lines, each with the steps it ran,
-    sorted by host and pid."""
+def workers_of(events: Iterable) -> list[dict]:
+    """The distinct processes named by the `worker` metadata of these Dagster events, each with
+    the steps it ran, sorted by host and pid."""
     found: dict[tuple, dict] = {}
-    for step, message in messages:
-        if not message.startswith(PREFIX):
-            continue
-        try:
-            me = json.loads(message[len(PREFIX):])
-        except ValueError:
+    for event in events:
+        value = event_metadata(event).get(KEY)
+        me = getattr(value, "value", None)
+        if not isinstance(me, dict):
             continue
         key = (me.get("host"), me.get("pid"), me.get("worker"))
         entry = found.setdefault(key, {**me, "steps": []})
-        if step and step not in entry["steps"]:
-            entry["steps"].append(step)
+        if event.step_key and event.step_key not in entry["steps"]:
+            entry["steps"].append(event.step_key)
     return [found[key] for key in sorted(found, key=lambda k: (str(k[0]), k[1] or 0, str(k[2])))]

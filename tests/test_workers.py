@@ -2,7 +2,6 @@
 `workers` of `agentmem ingest --json`) under the default executors. The Celery executor on
 real workers is tests/test_cluster.py."""
 
-import json
 import os
 import socket
 import subprocess
@@ -16,25 +15,12 @@ from agentmem_dagster.assets.partitions import register_days, run_tags
 from agentmem_dagster.cli import ingest_job
 from agentmem_dagster.definitions import build_definitions, executor_kind
 from agentmem_dagster.runs import executor_config
-from agentmem_dagster.workers import PREFIX, workers_of
+from agentmem_dagster.workers import workers_of
 
 from .conftest import memory, write_landing
 
 AGENTMEM = str(Path(sys.executable).parent / "agentmem")
 DAY = "2024-05-01"
-
-
-def test_workers_of_reads_the_hook_lines_once_per_process():
-    line = PREFIX + json.dumps({"host": "h", "pid": 7, "worker": "worker-1"})
-    workers = workers_of([
-        ("a", line), ("b", line), ("b", line),
-        ("c", PREFIX + json.dumps({"host": "h", "pid": 3})),
-        ("d", "a message of a step"), ("e", PREFIX + "{not json"),
-    ])
-    assert workers == [
-        {"host": "h", "pid": 3, "steps": ["c"]},
-        {"host": "h", "pid": 7, "worker": "worker-1", "steps": ["a", "b"]},
-    ]
 
 
 def test_agentmem_executor_picks_the_executor(monkeypatch, agentmem_home):
@@ -80,8 +66,10 @@ def test_a_process_per_step_reports_each_step_process(agentmem_home):
         )
         assert result.success
         logs = instance.all_logs(result.run_id)
-    workers = workers_of([(entry.step_key, entry.user_message) for entry in logs if entry.dagster_event is None])
+    workers = workers_of(entry.dagster_event for entry in logs if entry.dagster_event is not None)
     steps = {event.step_key for event in result.all_events if event.is_step_success}
     assert {step for worker in workers for step in worker["steps"]} == steps
     assert len(workers) == len(steps) >= 9  # a process per step
     assert all(w["host"] == socket.gethostname() and w["pid"] != os.getpid() and "worker" not in w for w in workers)
+    # named on events the steps write anyway: no event of its own
+    assert all(entry.dagster_event is not None or "worker" not in entry.user_message for entry in logs)
