@@ -411,6 +411,12 @@ def up(workers: int, stores: str) -> dict[str, str]:
     state = load_state(root)
     if not state:
         state = new_state()
+    if state.get("stores", stores) != stores:  # the workers run with the other stores: restart them
+        for directory in worker_dirs(root):
+            pid = read_pid(directory / "worker.pid")
+            if alive(pid):
+                say(f"stopping {directory.name} (it has --stores {state['stores']})")
+                stop_group(directory.name, pid)
     state["stores"] = stores
     save_state(root, state)
     env_out = exports(root, state, stores)
