@@ -28,10 +28,14 @@ AGENTMEM = str(Path(sys.executable).parent / "agentmem")
 STORES = os.environ.get("AGENTMEM_TEST_CLUSTER_STORES", "local")
 DAYS, MEMORIES, START = 30, 1500, "2024-06-01"
 EXPORT = re.compile(r"^export ([A-Z_][A-Z0-9_]*)=(.*)$")
+# Every command runs where the cluster's home is, with AGENTMEM_HOME and the model directory
+# given relative to it, as a user would (`../shared/models/...`): the workers, each in its own
+# directory, must still find them.
+RUN_DIR: Path | None = None
 
 
 def _run(argv, env, timeout=600, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=RUN_DIR)
     if check and result.returncode != 0:
         raise AssertionError(f"{argv} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
@@ -78,15 +82,17 @@ def _processes_under(cluster: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(static_model):
+    global RUN_DIR
     # Not pytest's tmp_path: PostgreSQL runs as the `postgres` user, which must reach its
     # directory (pytest's base directory is private to its user).
     home = Path(tempfile.mkdtemp(prefix="agentmem-cluster-"))
     home.chmod(0o755)
+    RUN_DIR = home
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTMEM_", "DAGSTER_", "AWS_"))}
     env.update({
-        "AGENTMEM_HOME": str(home / "agentmem"),
+        "AGENTMEM_HOME": "agentmem",
         "AGENTMEM_EMBED_MODEL": static_model[0],
-        "AGENTMEM_EMBED_MODEL_PATH": static_model[1],
+        "AGENTMEM_EMBED_MODEL_PATH": os.path.relpath(static_model[1], home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     })
     up = _run([str(UP), "--workers", "2", "--stores", STORES], env, timeout=300)
@@ -113,6 +119,7 @@ def _stats(env) -> dict:
 
 def test_up_prints_the_cluster_and_is_idempotent(cluster):
     exports = cluster["exports"]
+    assert exports["AGENTMEM_HOME"] == str(cluster["home"] / "agentmem")  # made absolute
     assert exports["AGENTMEM_EXECUTOR"] == "celery"
     assert exports["AGENTMEM_CELERY_BROKER"].startswith("redis://127.0.0.1:")
     assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
@@ -200,7 +207,7 @@ def test_a_worker_killed_mid_run_then_a_rerun_converges(cluster, month, monkeypa
     instance = dg.DagsterInstance.get()
     known = {run.run_id for run in instance.get_runs()}
     proc = subprocess.Popen([AGENTMEM, "ingest", "--all", "--json"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=RUN_DIR)
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:

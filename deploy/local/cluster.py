@@ -114,10 +114,31 @@ def new_state() -> dict:
     }
 
 
+# Settings that may name a local path: a worker runs in a directory of its own, so a relative
+# path in the environment of `up` is made absolute for it.
+PATH_SETTINGS = (
+    "AGENTMEM_LANDING", "AGENTMEM_LANCEDB_URI", "AGENTMEM_DATABASE_URL", "AGENTMEM_LIBSQL_URL",
+    "AGENTMEM_STAGING_URI", "AGENTMEM_EMBED_MODEL_PATH",
+)
+
+
+def absolute_paths(env: dict[str, str]) -> dict[str, str]:
+    """`env` with each relative local path among PATH_SETTINGS made absolute (URLs, with a
+    scheme, are left as they are)."""
+    out = dict(env)
+    for name in PATH_SETTINGS:
+        value = out.get(name)
+        if value and "://" not in value and not value.startswith(("libsql:", "file:")):
+            out[name] = str(Path(value).absolute())
+    return out
+
+
 def exports(root: Path, state: dict, stores: str) -> dict[str, str]:
     p = state["ports"]
     pg = f"postgresql://{PG_USER}:{state['pg_password']}@{HOST}:{p['postgres']}"
     env = {
+        # absolute: the workers, each in its own directory, and the shell must mean the same home
+        "AGENTMEM_HOME": str(root.parent),
         "DAGSTER_HOME": str(root / "dagster"),
         "AGENTMEM_EXECUTOR": "celery",
         "AGENTMEM_CELERY_BROKER": f"redis://{HOST}:{p['redis']}/0",
@@ -424,7 +445,7 @@ def up(workers: int, stores: str) -> dict[str, str]:
     start_redis(root, state)
     start_seaweedfs(root, state)
     write_dagster_home(root, state)
-    worker_env = {**os.environ, **env_out}
+    worker_env = absolute_paths({**os.environ, **env_out})
     if stores == "local":
         for name in STORE_EXPORTS:
             worker_env.pop(name, None)
