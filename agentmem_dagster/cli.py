@@ -238,10 +238,12 @@ def _events_written(instance, run_ids: list[str], landing) -> dict:
 
 
 def _executor_of(run_config: dict) -> str:
-    """in_process, multiprocess, or celery (a run config without the in_process switch)."""
+    """in_process, multiprocess, or celery (whose run config has no in_process switch)."""
+    from .definitions import executor_kind
+
     config = (run_config.get("execution") or {}).get("config") or {}
     if "in_process" not in config:
-        return "celery"
+        return "celery" if executor_kind() == "celery" else "multiprocess"  # the switch's default: False
     return "in_process" if config["in_process"] else "multiprocess"
 
 
