@@ -141,6 +141,10 @@ def exports(root: Path, state: dict, stores: str) -> dict[str, str]:
         "AGENTMEM_HOME": str(root.parent),
         "DAGSTER_HOME": str(root / "dagster"),
         "AGENTMEM_EXECUTOR": "celery",
+        # Asset events handed to the instance's storage in batches (one INSERT for a step's days,
+        # dagster-postgres's store_event_batch), as agentmem_dagster.instance does for `agentmem`
+        # itself: the workers' steps need it in their environment.
+        "DAGSTER_EVENT_BATCH_SIZE": "100000",
         "AGENTMEM_CELERY_BROKER": f"redis://{HOST}:{p['redis']}/0",
         "AGENTMEM_CELERY_BACKEND": f"redis://{HOST}:{p['redis']}/1",
         "AWS_ENDPOINT_URL": f"http://{HOST}:{p['s3']}",
