@@ -220,17 +220,32 @@ def _events_written(instance, run_ids: list[str], landing) -> dict:
     from collections import Counter
 
     from .engine.records import landing_days
+    from .workers import workers_of
 
     with_data = set(landing_days(landing))
     by_type, by_day = Counter(), Counter()
+    steps = []
     for run_id in run_ids:
         for entry in instance.all_logs(run_id):
             event = entry.dagster_event
             by_type[event.event_type_value if event else "LOG_MESSAGE"] += 1
             day = event.partition if event else None
             by_day["no_day" if day is None else "days_with_data" if day in with_data else "days_without_data"] += 1
+            if event is not None:
+                steps.append(event)
     return {"total": by_type.total(), "by_type": dict(sorted(by_type.items())),
-            **{key: by_day[key] for key in ("days_with_data", "days_without_data", "no_day")}}
+            **{key: by_day[key] for key in ("days_with_data", "days_without_data", "no_day")},
+            "workers": workers_of(steps)}
+
+
+def _executor_of(run_config: dict) -> str:
+    """in_process, multiprocess, or celery (whose run config has no in_process switch)."""
+    from .definitions import executor_kind
+
+    config = (run_config.get("execution") or {}).get("config") or {}
+    if "in_process" not in config:
+        return "celery" if executor_kind() == "celery" else "multiprocess"  # the switch's default: False
+    return "in_process" if config["in_process"] else "multiprocess"
 
 
 def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, events: dict) -> dict:
@@ -245,7 +260,8 @@ def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, 
         peak_rss.update(_stage_metadata(result, "peak_rss_mb"))
         peak_rss.update({f"{k} shards": v for k, v in _stage_metadata(result, "shard_peak_rss_mb").items()})
     peak_rss["agentmem"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    in_process = all(result.dagster_run.run_config["execution"]["config"]["in_process"] for result in results)
+    executors = {_executor_of(result.dagster_run.run_config) for result in results}
+    in_process = executors == {"in_process"}
     writers = [v for k, v in stage_seconds.items() if k in WRITERS]
     return {
         "run_id": results[-1].run_id,
@@ -263,13 +279,16 @@ def _ingest_report(results: list, days: list[str], seconds: float, stats: dict, 
         ),
         "stage_seconds": stage_seconds,
         "peak_rss_mb": peak_rss,
-        "events": events,
-        "executor": "in_process" if in_process else "multiprocess",
+        "events": {key: value for key, value in events.items() if key != "workers"},
+        "executor": "celery" if "celery" in executors else "in_process" if in_process else "multiprocess",
+        # the distinct processes (host, pid; a cluster worker's name) that ran the runs' steps
+        "workers": events["workers"],
         "error": failures[0][1] if failures else None,
     }
 
 
 def cmd_ingest(args) -> int:
+    from .definitions import build_executor
     from .retention import keep_days_from_env, prune_runs
     from .runs import plan_runs
 
@@ -277,6 +296,7 @@ def cmd_ingest(args) -> int:
     try:
         _check_days(args, settings)
         keep_days = keep_days_from_env()
+        build_executor()  # AGENTMEM_EXECUTOR and what it needs, checked before Dagster is opened
     except ValueError as exc:
         return _fail(str(exc))
     _ensure_dagster_home(settings)

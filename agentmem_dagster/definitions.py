@@ -2,6 +2,7 @@
 environment of the process that loads them."""
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -60,6 +61,43 @@ executor = dg.multi_or_in_process_executor.configured(
     config_schema={"in_process": dg.Field(bool, default_value=False, description="run every step in one process")},
 )
 
+EXECUTORS = ("multiprocess", "celery")
+
+
+def executor_kind(env=None) -> str:
+    """AGENTMEM_EXECUTOR: `multiprocess` (the default: one machine, one process or a process
+    per step) or `celery` (steps on Celery workers, deploy/local/up)."""
+    value = ((os.environ if env is None else env).get("AGENTMEM_EXECUTOR") or "multiprocess").strip().lower()
+    if value not in EXECUTORS:
+        raise ValueError(f"AGENTMEM_EXECUTOR={value!r} is not one of {', '.join(EXECUTORS)}")
+    return value
+
+
+def celery_executor() -> dg.ExecutorDefinition:
+    """dagster-celery's executor, its broker and result backend from the environment
+    (AGENTMEM_CELERY_BROKER, AGENTMEM_CELERY_BACKEND; the workers are started with the same).
+    Op outputs go through the staging IO manager, so every worker must reach the same staging
+    (a shared directory on one machine, AGENTMEM_STAGING_URI on object storage beyond it)."""
+    try:
+        from dagster_celery import celery_executor as dagster_celery_executor
+    except ImportError:
+        raise ValueError(
+            "AGENTMEM_EXECUTOR=celery needs dagster-celery: pip install 'agentmem-dagster[cluster]'"
+        ) from None
+    if not os.environ.get("AGENTMEM_CELERY_BROKER"):
+        raise ValueError("AGENTMEM_EXECUTOR=celery needs AGENTMEM_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)")
+    # dagster-celery registers its step task again on each run's Celery app (the same task
+    # under the same name): Celery warns once per run that the second one is not registered.
+    warnings.filterwarnings("ignore", message=r"(?s).*new callable was not registered")
+    config = {"broker": {"env": "AGENTMEM_CELERY_BROKER"}}
+    if os.environ.get("AGENTMEM_CELERY_BACKEND"):
+        config["backend"] = {"env": "AGENTMEM_CELERY_BACKEND"}
+    return dagster_celery_executor.configured(config, name="agentmem_celery_executor")
+
+
+def build_executor(env=None) -> dg.ExecutorDefinition:
+    return celery_executor() if executor_kind(env) == "celery" else executor
+
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
@@ -69,7 +107,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=[daily_ingest_schedule, retention_schedule],
         sensors=[landing_sensor, clean_staging],
         resources=build_resources(settings),
-        executor=executor,
+        executor=build_executor(),
         loggers={"console": console_logger},
     )
 

@@ -25,7 +25,12 @@ IN_PROCESS_MAX_BYTES = 64 << 20
 
 
 def executor_config(landing: str | Path, days: Sequence[str]) -> dict:
-    """The run config that picks the executor for a run over `days`."""
+    """The run config that picks the executor for a run over `days` (none on Celery workers:
+    their executor takes its broker from the environment)."""
+    from .definitions import executor_kind
+
+    if executor_kind() == "celery":
+        return {}
     in_process = landing_bytes(landing, days) <= IN_PROCESS_MAX_BYTES
     return {"execution": {"config": {"in_process": in_process}}}
 

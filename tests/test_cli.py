@@ -97,6 +97,9 @@ def test_empty_days_cost_nothing_and_a_late_older_day_splits_a_range(agentmem_ho
     out = json.loads(run("ingest", "--all", "--json").stdout)
     assert out["status"] == "SUCCESS" and out["partitions"] == days and out["memories"] == 2 + 3 + 4
     assert out["executor"] == "in_process"
+    # one process ran every step: the run's own (agentmem's), named once
+    assert len(out["workers"]) == 1 and out["workers"][0]["pid"] != os.getpid()
+    assert {"raw_memories", "memory_stores.commit_days", "store_checks"} <= set(out["workers"][0]["steps"])
     events = out["events"]["by_type"]
     # four daily assets materialized (and planned) once per day with data, search_index once
     assert events["ASSET_MATERIALIZATION"] == events["ASSET_MATERIALIZATION_PLANNED"] == 4 * len(days) + 1

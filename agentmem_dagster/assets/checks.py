@@ -8,6 +8,7 @@ import dagster as dg
 from ..engine.lifecycle import now_us
 from ..engine.memory import compare_chunk_ids
 from ..resources import EmbedderResource, LanceDBResource, LibSQLResource
+from ..workers import worker_metadata
 from .metadata import peak_rss_mb
 from .partitions import memory_days
 
@@ -63,5 +64,5 @@ def store_checks(
         check_name="vectors_sane",
         asset_key="lancedb_memories",
         passed=health["bad_vectors"] == 0 and (health["rows"] == 0 or health["dim"] == expected),
-        metadata={**health, "expected_dim": expected, "peak_rss_mb": peak_rss_mb()},
+        metadata={**health, "expected_dim": expected, "peak_rss_mb": peak_rss_mb(), **worker_metadata()},
     )

@@ -15,6 +15,7 @@ from ..engine.ingest import chunked_and_embedded
 from ..engine.objstore import location
 from ..engine.parquet import DayFiles, Shard, ShardPart, read_batches, read_metadata, read_schema, write_parquet
 from ..resources import EmbedderResource, LibSQLResource, Staging
+from ..workers import worker_metadata
 from .metadata import add_day_metadata, peak_rss_mb, preview, with_chars
 from .partitions import memory_days, single_run_backfill
 
@@ -46,14 +47,14 @@ def shard_memories(context: dg.OpExecutionContext, config: ShardConfig, memories
         shards = [Shard(0, (ShardPart(day, path, (), 0),))]
     context.log.info(f"{memories.num_rows} memories in {len(shards)} shard(s)")
     for shard in shards:
-        yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard.index}")
+        yield dg.DynamicOutput(shard, mapping_key=f"shard_{shard.index}", metadata=worker_metadata())
 
 
 @dg.op(description="Chunk and embed one shard with fastembed, batch by batch, each sorted by text "
        "length; text embedded before by the same model comes from the LibSQL embedding cache.")
 def embed_shard(
     context: dg.OpExecutionContext, embedder: EmbedderResource, libsql: LibSQLResource, staging: Staging, shard: Shard
-) -> EmbeddedShard:
+) -> dg.Output[EmbeddedShard]:
     dim = embedder.embedder.dim  # loads the model, once per process: not part of the work timed
     started = last_report = time.perf_counter()
     cache = EmbeddingCache(libsql.store, embedder.embedder.model_key)  # name and weights
@@ -82,9 +83,9 @@ def embed_shard(
         f"shard of {shard.rows} memories ({len(shard.parts)} day(s)) chunked and embedded in {seconds:.2f}s "
         f"({counts['cache_hits']} of {counts['chunks']} chunks from the cache)"
     )
-    return EmbeddedShard(shard.index, tuple(files), seconds, peak_rss_mb=peak_rss_mb(), **{
+    return dg.Output(EmbeddedShard(shard.index, tuple(files), seconds, peak_rss_mb=peak_rss_mb(), **{
         key: counts[key] for key in ("memories", "chunks", "memories_split", "cache_hits")
-    })
+    }), metadata=worker_metadata())
 
 
 @dg.op(description="Write each day's embedded shards, in order, to the day's file; report throughput.")
@@ -125,6 +126,7 @@ def gather_shards(
             "chunks_per_s": round(total["chunks"] / seconds, 1) if seconds else 0.0,
             "peak_rss_mb": peak_rss_mb(),
             "shard_peak_rss_mb": max(shard.peak_rss_mb for shard in shards),
+            **worker_metadata(),
         },
     )
 

@@ -9,6 +9,7 @@ from ..engine.parquet import DayFiles
 from ..engine.preflight import preflight
 from ..engine.records import write_landing_day
 from ..resources import EmbedderResource, LanceDBResource, LandingZone, LibSQLResource, Staging
+from ..workers import worker_metadata
 from .metadata import add_day_metadata, peak_rss_mb, preview, with_chars
 from .partitions import memory_days, single_run_backfill
 
@@ -57,4 +58,4 @@ def raw_memories(
         context.log.warning(f"quarantined {record.file}:{record.line}: {record.reason}")
     seconds = time.perf_counter() - started
     context.log.info(f"{memories.num_rows} memories from {len(days)} day(s), {len(quarantine)} lines quarantined")
-    return dg.Output(memories, metadata={"seconds": round(seconds, 3), "days_in_run": len(days), "peak_rss_mb": peak_rss_mb()})
+    return dg.Output(memories, metadata={"seconds": round(seconds, 3), "days_in_run": len(days), "peak_rss_mb": peak_rss_mb(), **worker_metadata()})

@@ -8,6 +8,7 @@ import dagster as dg
 from ..engine.lifecycle import finish_migration
 from ..engine.writer import RetryPolicy
 from ..resources import LanceDBResource, LibSQLResource
+from ..workers import worker_metadata
 
 
 @dg.asset(
@@ -41,5 +42,6 @@ def search_index(context: dg.AssetExecutionContext, lancedb: LanceDBResource, li
             "retries": retries,
             "model_migration": dg.MetadataValue.json(migration),
             "seconds": round(seconds, 3),
+            **worker_metadata(),
         }
     )

@@ -9,6 +9,7 @@ from ..engine.ingest import batches_in_step
 from ..engine.parquet import DayFiles
 from ..engine.writer import DayLease, FanOutWriter, LanceSink, LibsqlSink, Sink, write_one_store
 from ..resources import LanceDBResource, LibSQLResource, Staging
+from ..workers import worker_metadata
 from .metadata import add_day_metadata, peak_rss_mb
 from .partitions import memory_days, single_run_backfill
 
@@ -61,9 +62,9 @@ def write_lancedb(
     staging: Staging,
     memories: DayFiles,
     embeddings: DayFiles,
-) -> dict:
+) -> dg.Output[dict]:
     lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
-    return _write(context, lance_sink, libsql_sink, libsql, staging, memories, embeddings)
+    return dg.Output(_write(context, lance_sink, libsql_sink, libsql, staging, memories, embeddings), metadata=worker_metadata())
 
 
 @dg.op(description="Write the run's days of memories and chunks to LibSQL, one transaction per batch (uncommitted).")
@@ -74,9 +75,9 @@ def write_libsql(
     staging: Staging,
     memories: DayFiles,
     embeddings: DayFiles,
-) -> dict:
+) -> dg.Output[dict]:
     lance_sink, libsql_sink = _run_sinks(context, lancedb, libsql)
-    return _write(context, libsql_sink, lance_sink, libsql, staging, memories, embeddings)
+    return dg.Output(_write(context, libsql_sink, lance_sink, libsql, staging, memories, embeddings), metadata=worker_metadata())
 
 
 @dg.op(
@@ -95,7 +96,7 @@ def commit_days(
     FanOutWriter([lance_sink, libsql_sink], on_retry=context.log.warning).commit()
     for output, written in (("lancedb_memories", lancedb_written), ("libsql_memories", libsql_written)):
         add_day_metadata(context, {day: {"dagster/row_count": n} for day, n in written["day_rows"].items()}, output)
-        yield dg.Output(None, output, metadata={**written["metadata"], "replaced_runs": len(written["replaces"])})
+        yield dg.Output(None, output, metadata={**written["metadata"], "replaced_runs": len(written["replaces"]), **worker_metadata()})
 
 
 @dg.graph_multi_asset(
