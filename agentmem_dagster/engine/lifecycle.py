@@ -148,13 +148,15 @@ def forgotten_line(raw: str, tombstones: Sequence[tuple[Scope, int]]) -> bool:
 # --------------------------------------------------------------------------- versions
 
 
-def current_rows(lance: LanceStore, user_id: str, rows: list[dict]) -> list[dict]:
-    """The ranked chunk rows (with memory_id and day) that belong to the current version of
-    their memory; the older versions' rows are left out."""
-    if not rows:
-        return rows
-    newest = lance.newest_versions(user_id, [row["memory_id"] for row in rows])
-    return [row for row in rows if (found := newest.get(row["memory_id"])) is None or found[1] == row["day"]]
+def current_rows(lance: LanceStore, user_id: str, *rankings: list[dict]) -> list[list[dict]]:
+    """Each ranking's chunk rows (with memory_id and day) that belong to the current version
+    of their memory; the older versions' rows are left out. One look-up for all rankings."""
+    ids = {row["memory_id"] for rows in rankings for row in rows}
+    newest = lance.newest_versions(user_id, sorted(ids)) if ids else {}
+    return [
+        [row for row in rows if (found := newest.get(row["memory_id"])) is None or found[1] == row["day"]]
+        for rows in rankings
+    ]
 
 
 class NoSuchMemory(LookupError):

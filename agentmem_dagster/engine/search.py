@@ -285,8 +285,7 @@ def _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k, fusion) -> 
     """The hits of two rankings: current versions only, distinct memories, hydrated."""
     from .lifecycle import current_rows
 
-    vector_rows = distinct_memories(current_rows(lance, user_id, vector_rows))
-    text_rows = distinct_memories(current_rows(lance, user_id, text_rows))
+    vector_rows, text_rows = map(distinct_memories, current_rows(lance, user_id, vector_rows, text_rows))
     return _hydrate(libsql, rank(mode, vector_rows, text_rows, fusion), user_id, k)
 
 
