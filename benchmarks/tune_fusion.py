@@ -22,11 +22,10 @@ import sys
 
 from agentmem_dagster.engine.evaluation import evaluate, read_questions
 from agentmem_dagster.engine.lance_store import scope_filter
-from agentmem_dagster.engine.lifecycle import current_rows
 from agentmem_dagster.engine.memory import MemoryEngine
 from agentmem_dagster.engine.query import QueryPlan, understand_query
 from agentmem_dagster.engine.records import timestamp_micros
-from agentmem_dagster.engine.search import Fusion, distinct_memories, query_embedder, rank
+from agentmem_dagster.engine.search import Fusion, current_memories, query_embedder, rank
 
 KEYS = ("hit@1", "hit@10", "mrr")
 
@@ -41,10 +40,7 @@ def rankings(engine, question: dict, understand: bool, limit: int = 40):
     v, t = engine.lance.rankings(vector=vector, text=plan.text, where=where, limit=limit)
     if not v and not t and where != base:
         v, t = engine.lance.rankings(vector=vector, text=plan.text, where=base, limit=limit)
-    return (
-        distinct_memories(current_rows(engine.lance, user, v)),
-        distinct_memories(current_rows(engine.lance, user, t)),
-    )
+    return tuple(current_memories(engine.libsql, user, v, t).rankings)
 
 
 def grid() -> list[Fusion]:

@@ -264,6 +264,55 @@ def test_versions_of_a_memory_oldest_first_and_the_current_count(store):
     assert store.current_count(now_us=US) == 3  # m0 counted once
 
 
+def marks(store, *keys) -> list[bool]:
+    """Whether each (day, memory_id) is marked superseded, as search reads it."""
+    found = store.memories(keys)
+    return [found[key]["superseded"] for key in keys]
+
+
+def test_only_the_newest_version_is_current_whatever_the_order_of_the_runs(store):
+    """The marks search filters on follow every change to a memory's rows: days committed out
+    of order, a re-run that no longer sends the memory, a rolled-back run, a deletion."""
+    old, new = (DAY, "m0"), (DAY2, "m0")
+    write(store, memories(2, day=DAY2, created_at_us=US + 10**6), "run1")  # the newer version first
+    commit(store, [DAY2], "run1")
+    write(store, memories(2), "run2")  # then the older day
+    commit(store, [DAY], "run2")
+    assert marks(store, old, new, (DAY, "m1")) == [True, False, True]
+    assert store.memories([(DAY2, "m1")])[DAY2, "m1"]["superseded"] is False
+
+    write(store, memories(1, day=DAY2, prefix="other", created_at_us=US + 10**6), "run3")
+    commit(store, [DAY2], "run3")  # DAY2 re-run without m0 and m1: DAY's versions are current again
+    assert marks(store, old, (DAY, "m1")) == [False, False]
+
+    write(store, memories(1, day=DAY2, created_at_us=US + 10**6), "run4")  # a newer m0, in flight
+    write(store, memories(2, content="a re-run"), "run5")
+    commit(store, [DAY], "run5")  # committed while run4's newer m0 is in flight
+    assert marks(store, old) == [True]
+    store.rollback_days([DAY2], "run4")  # run4 fails: the version it wrote never counted
+    assert marks(store, old) == [False]
+
+    write(store, memories(1, day=DAY2, created_at_us=US + 10**6), "run6")
+    commit(store, [DAY2], "run6")
+    assert marks(store, old, new) == [True, False]
+    store.delete_memories([(DAY2, "u0", "m0")])  # the newest version deleted: the older is current
+    assert marks(store, old) == [False]
+
+    write(store, memories(1, day=DAY2, created_at_us=US - 1), "run7")  # a same-id version created earlier
+    commit(store, [DAY2], "run7")
+    assert marks(store, old, new) == [False, True]
+    store.drop_versions([DAY], ["run5"])
+    assert marks(store, new) == [False]
+    assert store.memories([(DAY2, "m0")])[DAY2, "m0"]["user_id"] == "u0"
+
+
+def test_the_same_memory_id_of_two_users_is_two_memories(store):
+    write(store, memories(1, user=lambda i: "alice"), "run1")
+    write(store, memories(1, day=DAY2, user=lambda i: "bob", created_at_us=US + 10**6), "run1")
+    commit(store, [DAY, DAY2], "run1")
+    assert marks(store, (DAY, "m0"), (DAY2, "m0")) == [False, False]
+
+
 def test_expiry_takes_every_version_of_a_memory_whose_current_version_expired(store):
     write(store, memories(3), "run1")  # no expiry
     write(store, memories(2, day=DAY2, created_at_us=US + 10**6, expires_at_us=US + 2 * 10**6), "run1")
@@ -462,6 +511,32 @@ def test_the_schema_is_migrated_once_and_reopening_keeps_the_rows(database_url):
             from agentmem_dagster.engine.postgres_store import MIGRATIONS
 
             assert again.schema_version == len(MIGRATIONS)
+    finally:
+        again.close()
+
+
+def test_a_database_of_the_previous_schema_gets_its_versions_marked(database_url):
+    """A store made before versions were marked: opening it adds the mark and sets it on the
+    versions it already holds."""
+    first = open_store(database_url)
+    write(first, memories(2), "run1")
+    write(first, memories(1, day=DAY2, created_at_us=US + 10**6), "run1")
+    first.close()
+    if database_url.startswith("postgresql://"):
+        from agentmem_dagster.engine.postgres_store import MIGRATIONS, connect
+
+        with connect(database_url) as conn:
+            conn.execute("ALTER TABLE memories DROP COLUMN superseded")
+            conn.execute("UPDATE agentmem_schema SET version = %s", [len(MIGRATIONS) - 1])
+    else:
+        from agentmem_dagster.engine.libsql_store import connect
+
+        conn = connect(database_url)
+        conn.execute("ALTER TABLE memories DROP COLUMN superseded")
+        conn.close()
+    again = open_store(database_url)
+    try:
+        assert marks(again, (DAY, "m0"), (DAY, "m1"), (DAY2, "m0")) == [True, False, False]
     finally:
         again.close()
 

@@ -470,23 +470,6 @@ class LanceStore:
                 )
         return deleted
 
-    def newest_versions(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-        """For each of the user's `memory_ids`, the (created_at_us, day) of its newest version:
-        the current one (ties go to the later day)."""
-        info = self.search_table_info()
-        table = self.db.open_table(info["name"]) if info else None
-        out: dict[str, tuple[int, str]] = {}
-        if table is None or not memory_ids:
-            return out
-        ids = sorted(set(memory_ids))
-        for start in range(0, len(ids), 500):
-            where = f"user_id = {sql_literal(user_id)} AND {in_list('memory_id', ids[start:start + 500])}"
-            rows = self._scan(table, ["memory_id", "created_at_us", "day"], where)
-            for memory_id, created, day in zip(*(rows[c].to_pylist() for c in ("memory_id", "created_at_us", "day"))):
-                if memory_id not in out or (created, day) > out[memory_id]:
-                    out[memory_id] = (created, day)
-        return out
-
     def purge(self) -> dict:
         """Leave no deleted row anywhere in the table's files: every fragment holding a deleted
         row is rewritten without it (Lance's own compaction, told to materialize any deletion:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import StoreUnavailable, explain, explained, local_path
-from .record_store import SETTING, lease_blocks
+from .record_store import SETTING, lease_blocks, superseded
 
 # Memories and chunks are kept as versions: a run writes its rows beside those of earlier runs
 # (the key includes `ingest_id`) and drops the older versions only once both stores hold its own.
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS memories (
     source_file TEXT,
     source_line INTEGER,
     ingest_id TEXT NOT NULL,
+    superseded INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (day, memory_id, ingest_id)
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -132,7 +133,9 @@ PAGE_SIZE = 16_384
 # The WAL is checkpointed once it holds this much, whatever the page size: SQLite's default
 # of 1,000 pages, counted in pages of 4 KiB (larger pages would otherwise defer checkpoints).
 WAL_CHECKPOINT_BYTES = 1000 * 4096
-INTEGER_COLUMNS = {"created_at_us", "expires_at_us", "up_to_us", "source_line", "chunk_index", "chunk_count", "line"}
+INTEGER_COLUMNS = {
+    "created_at_us", "expires_at_us", "up_to_us", "source_line", "chunk_index", "chunk_count", "line", "superseded",
+}
 
 
 def select_list(columns: Sequence[str]) -> str:
@@ -395,13 +398,53 @@ def copy_old_key_rows(conn) -> None:
         for aside in _set_aside(conn, table):
             conn.execute(f"INSERT OR IGNORE INTO {table} ({columns}) SELECT {columns} FROM {aside}")
             conn.execute(f"DROP TABLE {aside}")
+    touch(conn, "1 = 1", [])  # the versions copied in
+    mark_superseded(conn)
+
+
+def missing_columns(conn) -> set[str]:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(memories)").fetchall()}
+    return {"expires_at_us", "superseded"} - have
 
 
 def add_missing_columns(conn) -> None:
-    """Columns added since a database was made (nullable, so old rows simply lack the value)."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(memories)").fetchall()}
-    if "expires_at_us" not in have:
+    """Columns added since a database was made: `expires_at_us` (nullable, so old rows simply
+    lack the value) and `superseded`, marked at once for the versions already held."""
+    missing = missing_columns(conn)
+    if "expires_at_us" in missing:
         conn.execute("ALTER TABLE memories ADD COLUMN expires_at_us INTEGER")
+    if "superseded" in missing:
+        conn.execute("ALTER TABLE memories ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+        touch(conn, "1 = 1", [])
+        mark_superseded(conn)
+
+
+# Search shows a memory's current version only: its newest by created_at_us (then day, then
+# run). Every change to a memory's rows (a run's days committed or rolled back, versions
+# dropped, memories deleted) marks the others `superseded` in the same transaction, so that
+# search reads the mark with the candidate's row instead of looking for newer versions at query
+# time. The memory ids whose rows change are `touch`ed first, and `mark_superseded` ranks every
+# version of those memories again. With no index on memory_id (see SCHEMA) that is one scan
+# of the table per change: ~36 ms at 90,000 memories.
+NEWEST_FIRST = "created_at_us DESC, day DESC, ingest_id DESC"
+
+
+def touch(conn, where: str, params: Sequence) -> None:
+    """Note the memory ids of the rows matching `where` for `mark_superseded`."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS touched (memory_id TEXT PRIMARY KEY)")
+    conn.execute(f"INSERT OR IGNORE INTO temp.touched SELECT memory_id FROM memories WHERE {where}", params)
+
+
+def mark_superseded(conn) -> None:
+    """Mark every version of the touched memories but the newest `superseded` (and the newest not)."""
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM temp.touched)").fetchone()[0]:
+        conn.execute(
+            "UPDATE memories SET superseded = ranked.place > 1 FROM ("
+            f"SELECT rowid AS row, row_number() OVER (PARTITION BY user_id, memory_id ORDER BY {NEWEST_FIRST}) AS place "
+            "FROM memories WHERE memory_id IN (SELECT memory_id FROM temp.touched)) AS ranked "
+            "WHERE memories.rowid = ranked.row AND memories.superseded != (ranked.place > 1)"
+        )
+    conn.execute("DELETE FROM temp.touched")
 
 
 def explain_libsql(exc: BaseException, url: str, cause: str | None = None) -> StoreUnavailable | None:
@@ -528,7 +571,10 @@ class LibsqlStore:
                 with transaction(conn):
                     set_aside_old_key_tables(conn)
             conn.executescript(SCHEMA)
-            add_missing_columns(conn)
+            if missing_columns(conn):
+                with transaction(conn):
+                    if missing_columns(conn):  # another process may have added them meanwhile
+                        add_missing_columns(conn)
             self.series = has_generate_series(conn)
             if old_key_tables(conn):
                 with transaction(conn):
@@ -585,8 +631,10 @@ class LibsqlStore:
         params = [*days, *ingest_ids]
         where = f"day IN ({placeholders(len(days))}) AND ingest_id IN ({placeholders(len(ingest_ids))})"
         with self.writing() as conn:
+            touch(conn, where, params)
             conn.execute(f"DELETE FROM chunks WHERE {where}", params)
             conn.execute(f"DELETE FROM memories WHERE {where}", params)
+            mark_superseded(conn)
 
     def mark_failed(self, ingest_id: str, reason: str) -> None:
         """Record that the ingestion failed: its other writers stop and remove their rows."""
@@ -695,15 +743,18 @@ class LibsqlStore:
         return len(records)
 
     def commit_days(self, days: Sequence[str], ingest_id: str, replaces: Sequence[str]) -> None:
-        """In one transaction: drop the versions `replaces` of `days`, and give the days the
-        quarantine `ingest_id` staged for them (days it staged none for keep theirs)."""
+        """In one transaction: drop the versions `replaces` of `days`, mark the versions the
+        days' memories now have on other days, and give the days the quarantine `ingest_id`
+        staged for them (days it staged none for keep theirs)."""
         day_params = list(days)
         in_days = f"day IN ({placeholders(len(day_params))})"
         with self.writing() as conn:
+            touch(conn, in_days, day_params)
             if replaces:
                 where = f"{in_days} AND ingest_id IN ({placeholders(len(replaces))})"
                 conn.execute(f"DELETE FROM chunks WHERE {where}", [*day_params, *replaces])
                 conn.execute(f"DELETE FROM memories WHERE {where}", [*day_params, *replaces])
+            mark_superseded(conn)
             staged = [
                 row[0] for row in conn.execute(
                     f"SELECT day FROM quarantine_staged_days WHERE ingest_id = ? AND {in_days}", [ingest_id, *day_params]
@@ -726,8 +777,10 @@ class LibsqlStore:
         day_params = list(days)
         where = f"day IN ({placeholders(len(day_params))}) AND ingest_id = ?"
         with self.writing() as conn:
+            touch(conn, where, [*day_params, ingest_id])
             conn.execute(f"DELETE FROM chunks WHERE {where}", [*day_params, ingest_id])
             conn.execute(f"DELETE FROM memories WHERE {where}", [*day_params, ingest_id])
+            mark_superseded(conn)
             self._drop_staged_quarantine(conn, ingest_id, day_params)
 
     @staticmethod
@@ -751,24 +804,26 @@ class LibsqlStore:
                 yield [r[0] for r in rows]
 
     def memories(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        """Full memory rows by (day, memory_id), as their rows are keyed; keys LibSQL does not
-        hold are absent."""
+        """Full memory rows by (day, memory_id), as their rows are keyed, with `superseded`
+        (a newer version of the memory is held); keys LibSQL does not hold are absent."""
         wanted = set(keys)
         days = sorted({day for day, _ in wanted})
         ids = sorted({memory_id for _, memory_id in wanted})
+        columns = [*MEMORY_COLUMNS, "superseded"]
         out: dict[tuple[str, str], dict] = {}
         with self.pool.connection() as conn:
             for start in range(0, len(ids), 900):
                 part = ids[start : start + 900]
                 rows = conn.execute(
-                    f"SELECT {select_list(MEMORY_COLUMNS)} FROM memories "
+                    f"SELECT {select_list(columns)} FROM memories "
                     f"WHERE day IN ({placeholders(len(days))}) AND memory_id IN ({placeholders(len(part))})",
                     [*days, *part],
                 ).fetchall()
                 for row in rows:
-                    record = decode_row(MEMORY_COLUMNS, row)
+                    record = decode_row(columns, row)
                     if (key := (record["day"], record["memory_id"])) in wanted:
                         record["metadata"] = json.loads(record["metadata"])
+                        record["superseded"] = superseded(record, out.get(key))
                         out[key] = record
         return out
 
@@ -885,7 +940,9 @@ class LibsqlStore:
                 match = "(day, user_id, memory_id) IN (SELECT day, user_id, memory_id FROM doomed)"
                 conn.execute(f"INSERT OR IGNORE INTO doomed_hashes SELECT text_hash FROM chunks WHERE {match}")
                 chunks = conn.execute(f"DELETE FROM chunks WHERE {match}").rowcount
+                touch(conn, match, [])
                 memories = conn.execute(f"DELETE FROM memories WHERE {match}").rowcount
+                mark_superseded(conn)
                 cache = conn.execute(
                     "DELETE FROM embedding_cache WHERE text_hash IN (SELECT text_hash FROM doomed_hashes) "
                     "AND text_hash NOT IN (SELECT text_hash FROM chunks)"

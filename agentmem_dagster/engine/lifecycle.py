@@ -2,12 +2,13 @@
 
 Versions. A `memory_id` names one memory of one user across days; each day that sends it
 again holds another version (its rows keyed by day). The current version is the newest
-`created_at` (ties: the later day), whatever order the days were ingested in: search keeps a
-chunk only when its day is that of the memory's newest version, so the run order never
+`created_at` (ties: the later day), whatever order the days were ingested in: the system of
+record marks the others `superseded` whenever a memory's rows change (a day committed or
+rolled back, memories deleted), and search leaves marked rows out, so the run order never
 decides. Older versions stay in both stores as history.
 
-Expiry. A version past its `expires_at` is never returned (search drops it when it hydrates
-the hits); `remove_expired` (the retention asset) deletes expired versions from both stores,
+Expiry. A version past its `expires_at` is never returned (search leaves it out when it reads
+the candidates' rows); `remove_expired` (the retention asset) deletes expired versions from both stores,
 and every version of a memory whose current version has expired, so that an older version
 does not come back in its place.
 
@@ -146,17 +147,6 @@ def forgotten_line(raw: str, tombstones: Sequence[tuple[Scope, int]]) -> bool:
 
 
 # --------------------------------------------------------------------------- versions
-
-
-def current_rows(lance: LanceStore, user_id: str, *rankings: list[dict]) -> list[list[dict]]:
-    """Each ranking's chunk rows (with memory_id and day) that belong to the current version
-    of their memory; the older versions' rows are left out. One look-up for all rankings."""
-    ids = {row["memory_id"] for rows in rankings for row in rows}
-    newest = lance.newest_versions(user_id, sorted(ids)) if ids else {}
-    return [
-        [row for row in rows if (found := newest.get(row["memory_id"])) is None or found[1] == row["day"]]
-        for rows in rankings
-    ]
 
 
 class NoSuchMemory(LookupError):

@@ -33,9 +33,15 @@ import pyarrow.compute as pc
 
 from .errors import StoreError, StoreUnavailable, TerminalStoreError, TransientStoreError, detail
 from .libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, _bytes_and_offsets
-from .record_store import SETTING, lease_blocks, redacted
+from .record_store import SETTING, lease_blocks, redacted, superseded
 
 ID = 'TEXT COLLATE "C"'  # ids and days compare bytewise, as SQLite's BINARY does
+# Every version of a memory, ranked newest first (the current one is 1): see `mark_superseded`.
+RANKED = (
+    "SELECT day, memory_id, ingest_id, row_number() OVER (PARTITION BY user_id, memory_id "
+    "ORDER BY created_at_us DESC, day DESC, ingest_id DESC) AS place FROM memories"
+)
+MARK = "UPDATE memories m SET superseded = r.place > 1 FROM ({ranked}) r WHERE m.day = r.day AND m.memory_id = r.memory_id AND m.ingest_id = r.ingest_id AND m.superseded <> (r.place > 1)"
 # Schema steps, applied in order once each; `agentmem_schema` records how many a database has.
 MIGRATIONS = [
     f"""
@@ -77,6 +83,8 @@ MIGRATIONS = [
     # history reads a memory's versions by (user_id, memory_id): an index, unlike on LibSQL, where
     # a batch's random ids dirtied pages all over it; here index pages are cheap next to the WAL.
     "CREATE INDEX memories_user_memory ON memories (user_id, memory_id)",
+    # which versions are no longer current (record_store.SystemOfRecord), marked for those held
+    "ALTER TABLE memories ADD COLUMN superseded BOOLEAN NOT NULL DEFAULT false; " + MARK.format(ranked=RANKED),
 ]
 MIGRATION_LOCK = 0x61676D656D  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -236,6 +244,22 @@ def migrate(url: str) -> int:
         return len(MIGRATIONS)
 
 
+def touch(conn, where: str, params: Sequence) -> None:
+    """Note the (user_id, memory_id) of the rows matching `where` for `mark_superseded`."""
+    conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS agentmem_touched (user_id {ID}, memory_id {ID}) ON COMMIT DELETE ROWS"
+    )
+    conn.execute(f"INSERT INTO agentmem_touched SELECT DISTINCT user_id, memory_id FROM memories WHERE {where}", params)
+
+
+def mark_superseded(conn) -> None:
+    """Mark every version of the touched memories but the newest `superseded` (and the newest
+    not), in the caller's transaction; the (user_id, memory_id) index finds their versions."""
+    touched = "(user_id, memory_id) IN (SELECT user_id, memory_id FROM agentmem_touched)"
+    conn.execute(MARK.format(ranked=f"{RANKED} WHERE {touched}"))
+    conn.execute("DELETE FROM agentmem_touched")
+
+
 def _column(table: pa.Table, name: str) -> list:
     column = table.column(name)
     if name in BYTEA_TEXT:  # UTF-8 as Arrow holds it, as bytes
@@ -308,7 +332,7 @@ def _upsert(conn, table: str, columns: Sequence[str], rows: Sequence[Sequence], 
     """COPY into a temporary table like `table`, then INSERT ... ON CONFLICT: the last row of a
     key wins (`update`), or the row already there does (not `update`)."""
     stage = f"agentmem_stage_{table}"
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table}, agentmem_seq BIGSERIAL) ON COMMIT DELETE ROWS")
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS, agentmem_seq BIGSERIAL) ON COMMIT DELETE ROWS")
     _copy(conn, stage, columns, rows)
     names, keys = ", ".join(columns), ", ".join(key)
     on_conflict = (
@@ -386,18 +410,24 @@ class PostgresStore:
     def drop_versions(self, days: Sequence[str], ingest_ids: Sequence[str]) -> None:
         if not ingest_ids:
             return
+        where, params = "day = ANY(%s) AND ingest_id = ANY(%s)", [list(days), list(ingest_ids)]
         with self.writing() as conn:
+            touch(conn, where, params)
             for table in ("chunks", "memories"):
-                conn.execute(f"DELETE FROM {table} WHERE day = ANY(%s) AND ingest_id = ANY(%s)", [list(days), list(ingest_ids)])
+                conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+            mark_superseded(conn)
 
     def commit_days(self, days: Sequence[str], ingest_id: str, replaces: Sequence[str]) -> None:
-        """In one transaction: drop the versions `replaces` of `days`, and give the days the
-        quarantine `ingest_id` staged for them (days it staged none for keep theirs)."""
+        """In one transaction: drop the versions `replaces` of `days`, mark the versions the
+        days' memories now have on other days, and give the days the quarantine `ingest_id`
+        staged for them (days it staged none for keep theirs)."""
         days = list(days)
         with self.writing() as conn:
+            touch(conn, "day = ANY(%s)", [days])
             if replaces:
                 for table in ("chunks", "memories"):
                     conn.execute(f"DELETE FROM {table} WHERE day = ANY(%s) AND ingest_id = ANY(%s)", [days, list(replaces)])
+            mark_superseded(conn)
             staged = [row[0] for row in conn.execute(
                 "SELECT day FROM quarantine_staged_days WHERE ingest_id = %s AND day = ANY(%s)", [ingest_id, days]
             ).fetchall()]
@@ -414,9 +444,12 @@ class PostgresStore:
 
     def rollback_days(self, days: Sequence[str], ingest_id: str) -> None:
         days = list(days)
+        where, params = "day = ANY(%s) AND ingest_id = %s", [days, ingest_id]
         with self.writing() as conn:
+            touch(conn, where, params)
             for table in ("chunks", "memories"):
-                conn.execute(f"DELETE FROM {table} WHERE day = ANY(%s) AND ingest_id = %s", [days, ingest_id])
+                conn.execute(f"DELETE FROM {table} WHERE {where}", params)
+            mark_superseded(conn)
             self._drop_staged_quarantine(conn, ingest_id, days)
 
     @staticmethod
@@ -529,21 +562,25 @@ class PostgresStore:
                     yield [r[0] for r in rows]
 
     def memories(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-        """Full memory rows by (day, memory_id); keys not held are absent."""
+        """Full memory rows by (day, memory_id), with `superseded` (a newer version of the
+        memory is held); keys not held are absent."""
         wanted = sorted(set(keys))
         if not wanted:
             return {}
+        columns = [*MEMORY_COLUMNS, "superseded"]
         out: dict[tuple[str, str], dict] = {}
         with self.pool.connection() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(MEMORY_COLUMNS)} FROM memories "
+                f"SELECT {', '.join(columns)} FROM memories "
                 "WHERE (day, memory_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
                 [[d for d, _ in wanted], [m for _, m in wanted]],
             ).fetchall()
         for row in rows:
-            record = _decode(MEMORY_COLUMNS, row)
+            record = _decode(columns, row)
             record["metadata"] = json.loads(record["metadata"])
-            out[record["day"], record["memory_id"]] = record
+            key = record["day"], record["memory_id"]
+            record["superseded"] = superseded(record, out.get(key))
+            out[key] = record
         return out
 
     def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:
@@ -646,7 +683,9 @@ class PostgresStore:
                 f"WITH gone AS (DELETE FROM chunks t {match} RETURNING t.text_hash) "
                 "INSERT INTO agentmem_gone SELECT text_hash FROM gone"
             ).rowcount
+            touch(conn, "(day, user_id, memory_id) IN (SELECT day, user_id, memory_id FROM agentmem_doomed)", [])
             memories = conn.execute(f"DELETE FROM memories t {match}").rowcount
+            mark_superseded(conn)
             cache = conn.execute(
                 "DELETE FROM embedding_cache e WHERE e.text_hash IN (SELECT text_hash FROM agentmem_gone) "
                 "AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.text_hash = e.text_hash)"

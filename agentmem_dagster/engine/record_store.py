@@ -34,7 +34,12 @@ class SystemOfRecord(Protocol):
 
     Rows are versions: a run writes its rows stamped with its `ingest_id` beside earlier runs'
     rows of the same days, and `commit_days` drops the versions it replaces (with the
-    quarantine it staged coming in) in one transaction; `rollback_days` drops its own."""
+    quarantine it staged coming in) in one transaction; `rollback_days` drops its own.
+
+    A memory sent on several days has a version per day; the current one is the newest by
+    `created_at_us` (then day). Every change to a memory's rows (commit, rollback, dropped
+    versions, deletion) marks its other versions `superseded` in the same transaction, and
+    `memories` returns the mark: search leaves marked rows out without another look-up."""
 
     url: str
 
@@ -147,6 +152,13 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def superseded(record: Mapping, earlier: Mapping | None) -> bool:
+    """The mark of a memory read by (day, memory_id) when that key holds rows of two runs (a
+    re-run of the day in flight): only the committed run's rows carry a current mark, and
+    either mark set leaves the version out."""
+    return bool(record["superseded"]) or bool(earlier is not None and earlier["superseded"])
 
 
 def lease_blocks(lease: Mapping, host: str, now: float) -> bool:

@@ -1,4 +1,5 @@
-"""Retrieval: vector search scoped to one user, distinct memories, hydrated from LibSQL."""
+"""Retrieval: vector and full-text rankings scoped to one user, fused, distinct current
+memories, hydrated from the system of record."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class Hit:
 @dataclass
 class SearchResult:
     hits: list[Hit]
-    dropped: int = 0  # vector hits whose memory LibSQL does not hold (never shown)
+    dropped: int = 0  # candidates whose memory the system of record does not hold (never shown)
 
 
 MODES = ("hybrid", "vector", "text")
@@ -254,7 +255,7 @@ def search(
             where = base  # the time window holds nothing: the expression was not about created_at
             continue
         full = max(len(vector_rows), len(text_rows)) >= limit
-        result = _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k, fusion)
+        result = _ranked(libsql, user_id, mode, vector_rows, text_rows, k, fusion)
         if len(result.hits) == k or not full or limit >= MAX_FETCH:
             return result
         limit = min(limit * 4, MAX_FETCH)
@@ -281,44 +282,55 @@ def query_embedder(embedder: Embedder, lance: LanceStore) -> Embedder:
     return Embedder(info["model_name"], info["model_path"])
 
 
-def _ranked(libsql, lance, user_id, mode, vector_rows, text_rows, k, fusion) -> SearchResult:
-    """The hits of two rankings: current versions only, distinct memories, hydrated."""
-    from .lifecycle import current_rows
+def _ranked(libsql: SystemOfRecord, user_id: str, mode: str, vector_rows, text_rows, k: int, fusion: Fusion) -> SearchResult:
+    """The hits of two rankings: their current memories ranked, the best `k`."""
+    found = current_memories(libsql, user_id, vector_rows, text_rows)
+    ranked = rank(mode, *found.rankings, fusion)[:k]
+    return SearchResult(hits=[_hit(row, found.records[row["day"], row["memory_id"]], score) for row, score in ranked], dropped=found.missing)
 
-    vector_rows, text_rows = map(distinct_memories, current_rows(lance, user_id, vector_rows, text_rows))
-    return _hydrate(libsql, rank(mode, vector_rows, text_rows, fusion), user_id, k)
+
+@dataclass
+class Current:
+    rankings: list[list[dict]]  # each ranking's rows: distinct memories, current versions only
+    records: dict[tuple[str, str], dict]  # their full rows by (day, memory_id)
+    missing: int  # candidates the system of record does not hold (for this user)
 
 
-def _hydrate(libsql: SystemOfRecord, ranked: list[tuple[dict, float]], user_id: str, k: int) -> SearchResult:
-    """Hits for the ranked chunk rows, from LibSQL's full rows; rows it lacks are dropped."""
+def current_memories(libsql: SystemOfRecord, user_id: str, *rankings: list[dict]) -> Current:
+    """The rankings' rows reduced to what search may show, with one query to the system of
+    record for every candidate's row: old versions (marked `superseded` when a newer one was
+    committed), expired memories and rows it does not hold are left out, then each memory's
+    best chunk is kept."""
     from .lifecycle import now_us
 
-    records = libsql.memories((row["day"], row["memory_id"]) for row, _ in ranked)
-    hits, dropped = [], 0
-    now = now_us()
-    for row, score in ranked:
-        record = records.get((row["day"], row["memory_id"]))
+    records = libsql.memories({(row["day"], row["memory_id"]) for rows in rankings for row in rows})
+    now, missing = now_us(), set()
+
+    def shown(row: dict) -> bool:
+        key = row["day"], row["memory_id"]
+        record = records.get(key)
         if record is None or record["user_id"] != user_id:
-            dropped += 1
-            continue
-        if record["expires_at_us"] is not None and record["expires_at_us"] <= now:  # never shown past it
-            dropped += 1
-            continue
-        hits.append(
-            Hit(
-                memory_id=row["memory_id"],
-                chunk_id=row["chunk_id"],
-                user_id=record["user_id"],
-                agent_id=record["agent_id"],
-                session_id=record["session_id"],
-                role=record["role"],
-                content=record["content"],
-                chunk_text=row["text"],
-                created_at=record["created_at"],
-                metadata=record["metadata"],
-                score=float(score),
-            )
-        )
-        if len(hits) == k:
-            break
-    return SearchResult(hits=hits, dropped=dropped)
+            missing.add(key)
+            return False
+        expires = record["expires_at_us"]
+        return not record["superseded"] and (expires is None or expires > now)
+
+    kept = [distinct_memories([row for row in rows if shown(row)]) for rows in rankings]
+    return Current(kept, records, len(missing))
+
+
+def _hit(row: dict, record: dict, score: float) -> Hit:
+    """A hit: the memory's full row from the system of record, the chunk that matched."""
+    return Hit(
+        memory_id=row["memory_id"],
+        chunk_id=row["chunk_id"],
+        user_id=record["user_id"],
+        agent_id=record["agent_id"],
+        session_id=record["session_id"],
+        role=record["role"],
+        content=record["content"],
+        chunk_text=row["text"],
+        created_at=record["created_at"],
+        metadata=record["metadata"],
+        score=float(score),
+    )
