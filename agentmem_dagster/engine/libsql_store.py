@@ -806,25 +806,25 @@ class LibsqlStore:
     def memories(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict]:
         """Full memory rows by (day, memory_id), as their rows are keyed, with `superseded`
         (a newer version of the memory is held); keys LibSQL does not hold are absent."""
-        wanted = set(keys)
-        days = sorted({day for day, _ in wanted})
-        ids = sorted({memory_id for _, memory_id in wanted})
+        wanted = sorted(set(keys))
         columns = [*MEMORY_COLUMNS, "superseded"]
         out: dict[tuple[str, str], dict] = {}
         with self.pool.connection() as conn:
-            for start in range(0, len(ids), 900):
-                part = ids[start : start + 900]
+            for start in range(0, len(wanted), 900):
+                part = wanted[start : start + 900]
+                # one index seek per key (day IN ... AND memory_id IN ... seeks every pairing:
+                # 3-4x slower for a search's candidates spread over many days)
                 rows = conn.execute(
-                    f"SELECT {select_list(columns)} FROM memories "
-                    f"WHERE day IN ({placeholders(len(days))}) AND memory_id IN ({placeholders(len(part))})",
-                    [*days, *part],
+                    f"SELECT {select_list(columns)} FROM memories WHERE (day, memory_id) IN "
+                    f"(VALUES {', '.join(['(?, ?)'] * len(part))})",
+                    [value for key in part for value in key],
                 ).fetchall()
                 for row in rows:
                     record = decode_row(columns, row)
-                    if (key := (record["day"], record["memory_id"])) in wanted:
-                        record["metadata"] = json.loads(record["metadata"])
-                        record["superseded"] = superseded(record, out.get(key))
-                        out[key] = record
+                    key = record["day"], record["memory_id"]
+                    record["metadata"] = json.loads(record["metadata"])
+                    record["superseded"] = superseded(record, out.get(key))
+                    out[key] = record
         return out
 
     def quarantine(self, days: Sequence[str] | None = None) -> list[dict]:
