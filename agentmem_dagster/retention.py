@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
@@ -41,31 +40,20 @@ def keep_days_from_env() -> float:
     return days
 
 
-def _materializations(instance: dg.DagsterInstance, run_id: str) -> set[tuple[dg.AssetKey, str | None]]:
-    """(asset key, partition) of every materialization the run recorded."""
-    out, cursor = set(), None
-    while True:
-        page = instance.get_records_for_run(run_id, cursor=cursor, of_type=MATERIALIZATION, limit=1000)
-        out |= {(record.asset_key, record.partition_key) for record in page.records}
-        if not page.has_more:
-            return out
-        cursor = page.cursor
-
-
-def _latest_runs(instance: dg.DagsterInstance, wanted: dict[dg.AssetKey, set]) -> dict[tuple, str]:
-    """The run that recorded the latest materialization of each (asset key, partition) wanted."""
-    latest = {}
-    for key, partitions in wanted.items():
-        named = {p for p in partitions if p is not None}
-        storage_ids = list(instance.get_latest_storage_id_by_partition(key, MATERIALIZATION, named).values()) if named else []
-        records = []
+def holders_of_latest(instance: dg.DagsterInstance) -> set[str]:
+    """The runs that recorded the latest materialization of some asset partition (or of an
+    unpartitioned asset): read from the instance's asset index, a query per asset and per
+    1,000 partitions, however many runs there are (reading each old run's own event log
+    instead cost a query per run kept, and every daily run stays kept)."""
+    holders = set()
+    for key in instance.get_asset_keys():
+        storage_ids = list(instance.get_latest_storage_id_by_partition(key, MATERIALIZATION).values())
         for start in range(0, len(storage_ids), 1000):
             ids = storage_ids[start:start + 1000]
-            records += instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), limit=len(ids)).records
-        if None in partitions:
-            records += instance.fetch_materializations(key, limit=1).records
-        latest.update({(key, record.partition_key): record.run_id for record in records})
-    return latest
+            page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, storage_ids=ids), limit=len(ids))
+            holders |= {record.run_id for record in page.records}
+        holders |= {record.run_id for record in instance.fetch_materializations(key, limit=1).records}
+    return holders
 
 
 def prunable_runs(instance: dg.DagsterInstance, keep_days: float, now: dt.datetime | None = None) -> list[str]:
@@ -77,13 +65,10 @@ def prunable_runs(instance: dg.DagsterInstance, keep_days: float, now: dt.dateti
         for record in instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_before=cutoff))
         if record.dagster_run.job_name not in KEPT_JOBS
     ]
-    held = {run_id: _materializations(instance, run_id) for run_id in candidates}
-    wanted: dict[dg.AssetKey, set] = defaultdict(set)
-    for events in held.values():
-        for key, partition in events:
-            wanted[key].add(partition)
-    latest = _latest_runs(instance, wanted)
-    return [run_id for run_id, events in held.items() if all(latest.get(event) not in (run_id, None) for event in events)]
+    if not candidates:
+        return []
+    holders = holders_of_latest(instance)
+    return [run_id for run_id in candidates if run_id not in holders]
 
 
 def prune_runs(instance: dg.DagsterInstance, keep_days: float, staging: str | Path | None = None,
