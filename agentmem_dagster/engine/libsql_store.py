@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import StoreUnavailable, explain, explained, local_path
-from .record_store import SETTING, lease_blocks, superseded
+from .record_store import SETTING, DayReads, lease_blocks, superseded
 
 # Memories and chunks are kept as versions: a run writes its rows beside those of earlier runs
 # (the key includes `ingest_id`) and drops the older versions only once both stores hold its own.
@@ -562,7 +562,9 @@ def transaction(conn) -> Iterator:
 CACHE_ROWS_PER_STATEMENT = 16_384
 
 
-class LibsqlStore:
+class LibsqlStore(DayReads):
+    days_filter = staticmethod(_days_clause)
+
     def __init__(self, pool: LibsqlPool):
         self.pool = pool
         self.url = pool.url
@@ -835,19 +837,6 @@ class LibsqlStore:
                 f"SELECT {select_list(columns)} FROM quarantine{where} ORDER BY day, file, line", params
             ).fetchall()
         return [decode_row(columns, r) for r in rows]
-
-    def days(self) -> list[str]:
-        """The days that hold memories, in order."""
-        with self.pool.connection() as conn:
-            return [row[0] for row in conn.execute("SELECT DISTINCT day FROM memories ORDER BY day").fetchall()]
-
-    def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
-        where, params = _days_clause(days)
-        with self.pool.connection() as conn:
-            return {
-                table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
-                for table in ("memories", "chunks", "quarantine")
-            }
 
     # ------------------------------------------------------------------ lifecycle
     # (engine/lifecycle.py drives these; the same methods on every system of record)

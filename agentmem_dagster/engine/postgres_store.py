@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from .errors import StoreError, StoreUnavailable, TerminalStoreError, TransientStoreError, detail
 from .libsql_store import CHUNK_COLUMNS, MEMORY_COLUMNS, _bytes_and_offsets
-from .record_store import SETTING, lease_blocks, redacted, superseded
+from .record_store import SETTING, DayReads, lease_blocks, redacted, superseded
 
 ID = 'TEXT COLLATE "C"'  # ids and days compare bytewise, as SQLite's BINARY does
 # Every version of a memory, ranked newest first (the current one is 1): see `mark_superseded`.
@@ -364,8 +364,10 @@ def _days(days: Sequence[str] | None) -> tuple[str, list]:
     return ("", []) if days is None else (" WHERE day = ANY(%s)", [list(days)])
 
 
-class PostgresStore:
+class PostgresStore(DayReads):
     """The system of record on PostgreSQL (see the module's docstring for what differs)."""
+
+    days_filter = staticmethod(_days)
 
     def __init__(self, pool: PostgresPool):
         self.pool = pool
@@ -591,18 +593,6 @@ class PostgresStore:
                 params,
             ).fetchall()
         return [_decode(QUARANTINE_COLUMNS, r) for r in rows]
-
-    def days(self) -> list[str]:
-        with self.pool.connection() as conn:
-            return [row[0] for row in conn.execute("SELECT DISTINCT day FROM memories ORDER BY day").fetchall()]
-
-    def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
-        where, params = _days(days)
-        with self.pool.connection() as conn:
-            return {
-                table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
-                for table in ("memories", "chunks", "quarantine")
-            }
 
     # ------------------------------------------------------------------ lifecycle
 

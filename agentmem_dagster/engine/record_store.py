@@ -154,6 +154,31 @@ def alive(pid: int) -> bool:
     return True
 
 
+class DayReads:
+    """Reads both SQL adapters write alike; an adapter gives its pool (`connection()`) and how
+    its dialect filters by days (`days_filter`: a ` WHERE ...` clause and its parameters,
+    nothing for all days)."""
+
+    pool: object
+
+    @staticmethod
+    def days_filter(days: Sequence[str] | None) -> tuple[str, list]:
+        raise NotImplementedError
+
+    def days(self) -> list[str]:
+        """The days that hold memories, in order."""
+        with self.pool.connection() as conn:
+            return [row[0] for row in conn.execute("SELECT DISTINCT day FROM memories ORDER BY day").fetchall()]
+
+    def counts(self, days: Sequence[str] | None = None) -> dict[str, int]:
+        where, params = self.days_filter(days)
+        with self.pool.connection() as conn:
+            return {
+                table: conn.execute(f"SELECT count(*) FROM {table}{where}", params).fetchone()[0]
+                for table in ("memories", "chunks", "quarantine")
+            }
+
+
 def superseded(record: Mapping, earlier: Mapping | None) -> bool:
     """The mark of a memory read by (day, memory_id) when that key holds rows of two runs (a
     re-run of the day in flight): only the committed run's rows carry a current mark, and
